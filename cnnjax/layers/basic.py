@@ -1,0 +1,264 @@
+"""Size-checked convolution and pooling layers, conv-BN-activation, LRN, PReLU and Maxout.
+
+Every spatial layer checks that its input is large enough *before* XLA sees it, so a model
+fed a too-small image fails with the output-size arithmetic of the offending layer instead of
+an opaque shape error deep inside a compiled computation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from cnnjax import ops
+
+Padding = int | str | Sequence[tuple[int, int]]
+IntPair = int | tuple[int, int]
+
+
+class InputTooSmallError(ValueError):
+    """A spatial layer received an input smaller than its window allows."""
+
+
+def _pair(v: IntPair) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _explicit_padding(
+    padding: Padding, size: int, window: int, stride: int, dilation: int = 1
+) -> tuple[int, int]:
+    """(low, high) padding of one spatial axis, resolving 'SAME'/'VALID' like XLA does."""
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return (0, 0)
+        if mode == "SAME":
+            effective = (window - 1) * dilation + 1
+            out = -(-size // stride)
+            total = max((out - 1) * stride + effective - size, 0)
+            return (total // 2, total - total // 2)
+        raise ValueError(f"padding must be an int, 'SAME', 'VALID' or (low, high) pairs, got {padding!r}")
+    if isinstance(padding, int):
+        return (padding, padding)
+    raise TypeError("per-axis padding must be resolved by the caller")
+
+
+def spatial_output_size(
+    layer: str,
+    size: int,
+    window: int,
+    stride: int,
+    pad: tuple[int, int],
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
+    """Output length of one axis: floor((n + p_lo + p_hi - d(f-1) - 1)/s) + 1 (ceil for Caffe pools).
+
+    Raises `InputTooSmallError` naming `layer` and the arithmetic when the window does not fit.
+    """
+    effective = (window - 1) * dilation + 1
+    span = size + pad[0] + pad[1] - effective
+    if span < 0:
+        pad_text = f"{pad[0]}+{pad[1]}" if pad[0] != pad[1] else f"2·{pad[0]}"
+        raise InputTooSmallError(
+            f"layer {layer!r}: input of size {size} is too small for a {effective}-wide window "
+            f"(stride {stride}, padding {pad_text}): ({size} - {effective} + {pad_text})/{stride} + 1 "
+            f"< 1; feed a larger image"
+        )
+    steps = math.ceil(span / stride) if ceil_mode else span // stride
+    if ceil_mode and steps * stride >= size + pad[0]:
+        steps -= 1  # as in Caffe/PyTorch: the last window must start inside the input or left pad
+    return steps + 1
+
+
+def _layer_name(module: nn.Module) -> str:
+    path = module.scope.path if module.scope is not None else ()
+    return "/".join(path) or type(module).__name__
+
+
+def _axis_pads(
+    padding: Padding,
+    shape: Sequence[int],
+    window: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int],
+) -> list[tuple[int, int]]:
+    """Explicit (low, high) padding per spatial axis."""
+    if isinstance(padding, str | int):
+        return [
+            _explicit_padding(padding, n, f, s, d)
+            for n, f, s, d in zip(shape, window, strides, dilation, strict=True)
+        ]
+    return [(int(lo), int(hi)) for lo, hi in padding]
+
+
+class Conv(nn.Conv):
+    """`nn.Conv` (NHWC) that checks the spatial arithmetic first.
+
+    Unlike `nn.Conv`, padding defaults to 0 ('VALID'), as in the papers and PyTorch; it may be
+    an int, 'SAME'/'VALID' or explicit (low, high) pairs.
+    """
+
+    padding: Padding = 0
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        window = tuple(self.kernel_size)
+        ndim = len(window)
+        strides = _ntuple(self.strides or 1, ndim)
+        dilation = _ntuple(self.kernel_dilation or 1, ndim)
+        spatial = inputs.shape[-ndim - 1 : -1]
+        pads = _axis_pads(self.padding, spatial, window, strides, dilation)
+        name = _layer_name(self)
+        for n, f, s, p, d in zip(spatial, window, strides, pads, dilation, strict=True):
+            spatial_output_size(name, n, f, s, p, d)
+        return super().__call__(inputs)
+
+
+def _ntuple(v: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return (int(v),) * n if isinstance(v, int) else tuple(int(x) for x in v)
+
+
+def _pool_pads(
+    layer: str,
+    spatial: Sequence[int],
+    window: tuple[int, int],
+    strides: tuple[int, int],
+    padding: Padding,
+    ceil_mode: bool,
+) -> list[tuple[int, int]]:
+    """Explicit pool padding; ceil mode adds the extra high padding Caffe's rounding implies."""
+    pads = _axis_pads(padding, spatial, window, strides, (1, 1))
+    resolved = []
+    for n, f, s, (lo, hi) in zip(spatial, window, strides, pads, strict=True):
+        out = spatial_output_size(layer, n, f, s, (lo, hi), ceil_mode=ceil_mode)
+        extra = max((out - 1) * s + f - (n + lo + hi), 0)
+        resolved.append((lo, hi + extra))
+    return resolved
+
+
+class MaxPool(nn.Module):
+    """Max pooling with size checking; `ceil_mode=True` rounds the output up like Caffe."""
+
+    window: IntPair = 2
+    stride: IntPair | None = None
+    padding: Padding = 0
+    ceil_mode: bool = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        window, strides = _pair(self.window), _pair(self.stride or self.window)
+        pads = _pool_pads(_layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode)
+        return nn.max_pool(x, window, strides, padding=pads)
+
+
+class AvgPool(nn.Module):
+    """Average pooling with size checking; zero padding counts in the mean (PyTorch default)."""
+
+    window: IntPair = 2
+    stride: IntPair | None = None
+    padding: Padding = 0
+    ceil_mode: bool = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        window, strides = _pair(self.window), _pair(self.stride or self.window)
+        pads = _pool_pads(_layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode)
+        return nn.avg_pool(x, window, strides, padding=pads, count_include_pad=True)
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """(N, H, W, C) -> (N, C): mean over the spatial axes."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+def flatten(x: jax.Array) -> jax.Array:
+    """(N, ...) -> (N, prod(...)), row-major over H, W, C."""
+    return x.reshape((x.shape[0], -1))
+
+
+class ConvBNAct(nn.Module):
+    """Convolution, optional BatchNorm, optional activation: the unit most CNNs repeat.
+
+    The conv has a bias only when there is no BN after it (BN's beta makes it redundant), unless
+    `use_bias` says otherwise. `bn_momentum=0.9, bn_epsilon=1e-5` equal PyTorch's BN defaults.
+    """
+
+    features: int
+    kernel_size: IntPair
+    strides: IntPair = 1
+    padding: Padding = 0
+    norm: bool = True
+    act: Callable[[jax.Array], jax.Array] | None = nn.relu
+    use_bias: bool | None = None
+    groups: int = 1
+    dilation: IntPair = 1
+    kernel_init: Callable[..., jax.Array] = nn.initializers.lecun_normal()
+    bias_init: Callable[..., jax.Array] = nn.initializers.zeros_init()
+    bn_scale_init: Callable[..., jax.Array] = nn.initializers.ones_init()
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = Conv(
+            self.features,
+            _pair(self.kernel_size),
+            strides=_pair(self.strides),
+            padding=self.padding,
+            use_bias=(not self.norm) if self.use_bias is None else self.use_bias,
+            feature_group_count=self.groups,
+            kernel_dilation=_pair(self.dilation),
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            dtype=self.dtype,
+            name="conv",
+        )(x)
+        if self.norm:
+            x = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=self.bn_epsilon,
+                scale_init=self.bn_scale_init,
+                dtype=self.dtype,
+                name="bn",
+            )(x)
+        if self.act is not None:
+            x = self.act(x)
+        return x
+
+
+class LRN(nn.Module):
+    """Local response normalisation across channels, AlexNet Sec. 3.3 (no parameters)."""
+
+    size: int = 5
+    k: float = 2.0
+    alpha: float = 1e-4
+    beta: float = 0.75
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return ops.local_response_norm(x, size=self.size, k=self.k, alpha=self.alpha, beta=self.beta)
+
+
+class PReLU(nn.Module):
+    """Parametric ReLU (He et al. 2015): one learned slope per channel, initialised to 0.25."""
+
+    init_alpha: float = 0.25
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        alpha = self.param("alpha", nn.initializers.constant(self.init_alpha), (x.shape[-1],))
+        return ops.prelu(x, alpha.astype(x.dtype))
+
+
+class Maxout(nn.Module):
+    """Maxout (Goodfellow et al. 2013): max over `pieces` consecutive channels of the input."""
+
+    pieces: int
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return ops.maxout(x, self.pieces)
