@@ -42,7 +42,9 @@ def _explicit_padding(
             out = -(-size // stride)
             total = max((out - 1) * stride + effective - size, 0)
             return (total // 2, total - total // 2)
-        raise ValueError(f"padding must be an int, 'SAME', 'VALID' or (low, high) pairs, got {padding!r}")
+        raise ValueError(
+            f"padding must be an int, 'SAME', 'VALID' or (low, high) pairs, got {padding!r}"
+        )
     if isinstance(padding, int):
         return (padding, padding)
     raise TypeError("per-axis padding must be resolved by the caller")
@@ -57,7 +59,7 @@ def spatial_output_size(
     dilation: int = 1,
     ceil_mode: bool = False,
 ) -> int:
-    """Output length of one axis: floor((n + p_lo + p_hi - d(f-1) - 1)/s) + 1 (ceil for Caffe pools).
+    """Output length of one axis: floor((n + p_lo + p_hi - d(f-1) - 1)/s) + 1; ceil for Caffe pools.
 
     Raises `InputTooSmallError` naming `layer` and the arithmetic when the window does not fit.
     """
@@ -67,7 +69,8 @@ def spatial_output_size(
         pad_text = f"{pad[0]}+{pad[1]}" if pad[0] != pad[1] else f"2·{pad[0]}"
         raise InputTooSmallError(
             f"layer {layer!r}: input of size {size} is too small for a {effective}-wide window "
-            f"(stride {stride}, padding {pad_text}): ({size} - {effective} + {pad_text})/{stride} + 1 "
+            f"(stride {stride}, padding {pad_text}): "
+            f"({size} - {effective} + {pad_text})/{stride} + 1 "
             f"< 1; feed a larger image"
         )
     steps = math.ceil(span / stride) if ceil_mode else span // stride
@@ -152,7 +155,9 @@ class MaxPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         window, strides = _pair(self.window), _pair(self.stride or self.window)
-        pads = _pool_pads(_layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode)
+        pads = _pool_pads(
+            _layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode
+        )
         return nn.max_pool(x, window, strides, padding=pads)
 
 
@@ -166,7 +171,9 @@ class AvgPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         window, strides = _pair(self.window), _pair(self.stride or self.window)
-        pads = _pool_pads(_layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode)
+        pads = _pool_pads(
+            _layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode
+        )
         return nn.avg_pool(x, window, strides, padding=pads, count_include_pad=True)
 
 
@@ -241,7 +248,9 @@ class LRN(nn.Module):
     beta: float = 0.75
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ops.local_response_norm(x, size=self.size, k=self.k, alpha=self.alpha, beta=self.beta)
+        return ops.local_response_norm(
+            x, size=self.size, k=self.k, alpha=self.alpha, beta=self.beta
+        )
 
 
 class PReLU(nn.Module):

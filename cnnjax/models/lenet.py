@@ -62,7 +62,7 @@ class LeNet5(nn.Module):
 
 
 class SmallConvNet(nn.Module):
-    """Chollet's *Deep Learning with Python* MNIST convnet: conv32-pool-conv64-pool-conv128-dense."""
+    """Chollet's *Deep Learning with Python* MNIST net: conv32-pool-conv64-pool-conv128-dense."""
 
     num_classes: int = 10
     dtype: Any = jnp.float32
@@ -82,6 +82,8 @@ def lenet5(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
     return LeNet5(num_classes=num_classes, dtype=dtype, **overrides)
 
 
-@register_model("small_convnet", input_shape=(28, 28, 1), num_classes=10, paper="Chollet 2017, ch. 5")
+@register_model(
+    "small_convnet", input_shape=(28, 28, 1), num_classes=10, paper="Chollet 2017, ch. 5"
+)
 def small_convnet(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
     return SmallConvNet(num_classes=num_classes, dtype=dtype, **overrides)

@@ -32,19 +32,21 @@ class UnknownModelError(ValueError):
 
 
 def register_model(
-        name: str,
-        *,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        input_dtype: Any = jnp.float32,
-        paper: str = "",
+    name: str,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    input_dtype: Any = jnp.float32,
+    paper: str = "",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering `factory(num_classes=..., dtype=..., **overrides) -> nn.Module`."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, factory, tuple(input_shape), num_classes, input_dtype, paper)
+        _REGISTRY[name] = ModelSpec(
+            name, factory, tuple(input_shape), num_classes, input_dtype, paper
+        )
         return factory
 
     return wrap
@@ -69,13 +71,13 @@ def model_spec(name: str) -> ModelSpec:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise UnknownModelError(
-                f"unknown model {name!r}{hint}; registered models: {', '.join(sorted(_REGISTRY))}"
+            f"unknown model {name!r}{hint}; registered models: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]
 
 
 def create_model(
-        name: str, *, num_classes: int | None = None, dtype: Any = jnp.float32, **overrides: Any
+    name: str, *, num_classes: int | None = None, dtype: Any = jnp.float32, **overrides: Any
 ) -> nn.Module:
     """Build the named model; `dtype` is the compute dtype (params stay float32)."""
     spec = model_spec(name)

@@ -27,7 +27,7 @@ def leaky_relu(x: jax.Array, alpha: float = 0.01) -> jax.Array:
 
 
 def prelu(x: jax.Array, alpha: jax.Array | float) -> jax.Array:
-    """Leaky ReLU with a learned slope `alpha` (scalar or per channel, broadcast on the last axis)."""
+    """Leaky ReLU with a learned slope `alpha` (scalar, or per channel on the last axis)."""
     return jnp.where(x > 0, x, alpha * x)
 
 
