@@ -1,0 +1,1 @@
+"""Training engine: configuration, paper recipes, optax optimisers, sharded steps, the runner."""

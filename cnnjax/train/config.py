@@ -1,0 +1,69 @@
+"""The run configuration: one flat, frozen dataclass, saved as config.json in every workdir."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run. Defaults are a plain SGD baseline; recipes override them."""
+
+    model: str = "lenet5"
+    dataset: str = "fashion_mnist"
+    recipe: str = ""
+    workdir: str = ""
+    data_dir: str | None = None
+    image_size: int | None = None  # None: the dataset's / model's native size
+    # Optimisation (SGD with momentum, L2 as the papers did it).
+    batch_size: int = 128  # global, over all devices of all processes
+    epochs: float = 10.0
+    max_steps: int | None = None  # stop after this many steps (overrides epochs when smaller)
+    lr: float = 0.01
+    lr_scaling: str = "none"  # 'linear': lr × batch_size / base_batch_size (Goyal et al. 2017)
+    base_batch_size: int = 256
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    decay_mode: str = (
+        "coupled"  # 'coupled' L2 in the gradient (the papers) | 'decoupled' (AdamW-style)
+    )
+    decay_all: bool = False  # False: kernels only; True: biases and BN parameters too
+    lr_schedule: str = "constant"  # constant | step | plateau | exponential | cosine
+    lr_decay_epochs: tuple[float, ...] = ()
+    lr_decay_steps: tuple[int, ...] = ()  # step decay boundaries in iterations (wins over epochs)
+    lr_decay_factor: float = 0.1
+    plateau_patience: int = 2  # evaluations without improvement before ×lr_decay_factor
+    plateau_min_scale: float = 1e-3  # AlexNet/VGG: the LR was divided by 10 three times in all
+    exponential_decay_rate: float = 0.96  # GoogLeNet: −4% ...
+    exponential_decay_epochs: float = 8.0  # ... every 8 epochs
+    warmup_epochs: float = 0.0  # linear warm-up from warmup_lr (0 → ramp from 0)
+    warmup_steps: int = 0  # warm-up length in iterations (wins over warmup_epochs)
+    warmup_lr: float = 0.0
+    warmup_constant: bool = False  # He et al. ResNet-110: hold warmup_lr, then jump to lr
+    label_smoothing: float = 0.0
+    aux_loss_weight: float = 0.3  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014, Sec. 5)
+    dtype: str = "float32"  # compute dtype; params and optimizer state stay float32
+    seed: int = 0
+    # Evaluation, checkpoints, logging.
+    eval_every_epochs: float = 1.0
+    ten_crop: bool = False
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 3
+    log_every_steps: int = 50
+    workers: int = 0
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        raw = json.loads(text)
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+        return cls(**values)
