@@ -10,14 +10,34 @@ from cnnjax.ops.activations import (
     sigmoid,
     tanh,
 )
+from cnnjax.ops.conv import (
+    FilterDoesNotFitError,
+    conv2d,
+    conv_params,
+    convolve2d,
+    output_size,
+    same_padding,
+)
+from cnnjax.ops.kernels import KERNELS, apply_kernel
+from cnnjax.ops.pooling import avg_pool, max_pool
 
 __all__ = [
+    "KERNELS",
+    "FilterDoesNotFitError",
+    "apply_kernel",
+    "avg_pool",
+    "conv2d",
+    "conv_params",
+    "convolve2d",
     "elu",
     "leaky_relu",
     "local_response_norm",
+    "max_pool",
     "maxout",
+    "output_size",
     "prelu",
     "relu",
+    "same_padding",
     "sigmoid",
     "tanh",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import jax
 import jax.numpy as jnp
 
@@ -39,8 +41,13 @@ def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
 def maxout(x: jax.Array, pieces: int) -> jax.Array:
     """Max over groups of `pieces` consecutive channels: (..., C) -> (..., C / pieces)."""
     channels = x.shape[-1]
+    if isinstance(pieces, bool) or not isinstance(pieces, Integral) or pieces < 1:
+        raise ValueError(f"maxout: pieces must be a positive int, got {pieces!r}")
     if channels % pieces:
-        raise ValueError(f"maxout: {channels} channels do not split into groups of {pieces}")
+        raise ValueError(
+            f"maxout: {channels} channels do not split into groups of {pieces}; "
+            f"choose pieces that divides {channels}"
+        )
     return jnp.max(x.reshape(*x.shape[:-1], channels // pieces, pieces), axis=-1)
 
 
@@ -53,6 +60,8 @@ def local_response_norm(
     Krizhevsky et al. 2012, Sec. 3.3. Caffe and torch.nn.LocalResponseNorm divide alpha by
     `size`; pass `alpha=alpha_caffe / size` to reproduce them.
     """
+    if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
+        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
     squares = jnp.square(x.astype(jnp.float32))
     half = size // 2
     pad = [(0, 0)] * (x.ndim - 1) + [(half, size - 1 - half)]

@@ -17,6 +17,7 @@ class TrainConfig:
     workdir: str = ""
     data_dir: str | None = None
     image_size: int | None = None  # None: the dataset's / model's native size
+    num_classes: int | None = None  # None: the dataset's number of classes
     # Optimisation (SGD with momentum, L2 as the papers did it).
     batch_size: int = 128  # global, over all devices of all processes
     epochs: float = 10.0
