@@ -1,0 +1,329 @@
+"""The one training loop every experiment runs: data → sharded steps → eval → checkpoints → logs.
+
+`train_and_evaluate(config)` resumes exactly from the workdir's latest valid checkpoint (train
+state, data-iterator position, plateau state), evaluates every `eval_every_epochs` on every
+example of the eval split, saves asynchronously every `checkpoint_every_steps`, at each epoch end
+and on SIGTERM, and never saves a state whose loss went non-finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from cnnjax import data as cdata
+from cnnjax.checkpoint import RunCheckpoints
+from cnnjax.models import create_model, model_spec
+from cnnjax.train import distributed
+from cnnjax.train.config import TrainConfig
+from cnnjax.train.logger import RunLogger, plot_curves
+from cnnjax.train.optim import base_learning_rate, make_optimizer, total_steps
+from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
+
+EVAL_BATCH_PER_DEVICE = 64
+
+
+class TrainingDivergedError(ValueError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished (or stopped) run reports."""
+
+    workdir: str
+    steps: int
+    best_top1: float | None
+    final_eval: dict[str, float] | None
+    seconds: float
+    images_per_second: float
+    preempted: bool = False
+
+
+def default_workdir(config: TrainConfig) -> str:
+    """A readable run name under runs/: dataset-model[-recipe]-bBATCH-sSEED."""
+    recipe = f"-{config.recipe}" if config.recipe else ""
+    return str(
+        Path("runs")
+        / f"{config.dataset}-{config.model}{recipe}-b{config.batch_size}-s{config.seed}"
+    )
+
+
+def resolve_image_size(config: TrainConfig, info: cdata.DatasetInfo) -> int:
+    """Input side: the flag; else the model's for ImageNet/MNIST-family/fake data; else native."""
+    if config.image_size:
+        return config.image_size
+    model_side = model_spec(config.model).input_shape[0]
+    if (
+        info.pipeline in ("imagenet", "mnist", "fake")
+        and len(model_spec(config.model).input_shape) == 3
+    ):
+        return model_side
+    return info.image_size
+
+
+class _Preemption:
+    """SIGTERM sets a flag the loop checks between steps (save, then exit cleanly)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _Preemption:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _fetch(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
+    """Mean of the pending step metrics (one host transfer for all of them)."""
+    values = jax.device_get(pending)
+    return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+
+
+def evaluate(
+    steps: Steps, state: TrainState, config: TrainConfig, image_size: int, local_batch: int
+) -> dict[str, float]:
+    """top-1/top-5/loss over every example of the eval split (padded batches with a mask)."""
+    info = cdata.dataset_info(config.dataset)
+    loader = cdata.make_loader(
+        config.dataset,
+        info.eval_split,
+        batch_size=local_batch,
+        train=False,
+        data_dir=config.data_dir,
+        image_size=image_size,
+        ten_crop=config.ten_crop,
+        workers=config.workers,
+        dtype=config.dtype,
+    )
+    totals = None
+    for batch in loader:
+        sums = steps.eval(state, steps.to_global(batch))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = float(totals["count"])
+    return {
+        "loss": float(totals["loss_sum"]) / count,
+        "top1": float(totals["top1_sum"]) / count,
+        "top5": float(totals["top5_sum"]) / count,
+        "examples": count,
+    }
+
+
+def train_and_evaluate(config: TrainConfig) -> RunResult:
+    """Train `config.model` on `config.dataset`, resuming from `config.workdir` if possible."""
+    distributed.initialize()
+    info = cdata.dataset_info(config.dataset)
+    config = config.replace(
+        num_classes=config.num_classes or info.num_classes,
+        workdir=config.workdir or default_workdir(config),
+    )
+    is_main = jax.process_index() == 0
+    mesh = make_mesh()
+    check_batch_divides(config.batch_size, jax.device_count())
+    local_batch = config.batch_size // jax.process_count()
+    image_size = resolve_image_size(config, info)
+    cdata.ensure_prepared(config.dataset, config.data_dir)
+
+    num_train = cdata.num_examples(config.dataset, info.train_split, config.data_dir)
+    steps_per_epoch = num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch size {config.batch_size} exceeds the {num_train} training examples of "
+            f"{config.dataset}; use a smaller --batch_size"
+        )
+    num_steps = total_steps(config, steps_per_epoch)
+    eval_every = max(round(config.eval_every_epochs * steps_per_epoch), 1)
+
+    model = create_model(
+        config.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype)
+    )
+    optimizer = make_optimizer(config, steps_per_epoch)
+    steps = Steps(model, optimizer, config, mesh)
+    train_iter = cdata.make_loader(
+        config.dataset,
+        info.train_split,
+        batch_size=local_batch,
+        train=True,
+        data_dir=config.data_dir,
+        image_size=image_size,
+        seed=config.seed,
+        workers=config.workers,
+        dtype=config.dtype,
+    )
+    example = np.zeros((local_batch, image_size, image_size, info.channels), np.float32)
+    state = steps.init(example)
+
+    checkpoints = RunCheckpoints(config.workdir, keep=config.keep_checkpoints)
+    checkpoints.check_compatible(config)
+    restored = checkpoints.restore_latest(state, train_iter)
+    start_step = 0
+    if restored is not None:
+        state, start_step = restored
+        logging.info("resumed %s from step %d", config.workdir, start_step)
+    if is_main:
+        Path(config.workdir).mkdir(parents=True, exist_ok=True)
+        (Path(config.workdir) / "config.json").write_text(config.to_json())
+    logger = RunLogger(config.workdir, enabled=is_main)
+    lr = base_learning_rate(config)
+    logging.info(
+        "%s on %s: %d steps (%d/epoch), global batch %d over %d devices, lr %g%s",
+        config.model,
+        config.dataset,
+        num_steps,
+        steps_per_epoch,
+        config.batch_size,
+        jax.device_count(),
+        lr,
+        " (linearly scaled)" if config.lr_scaling == "linear" else "",
+    )
+    best_top1 = _best_so_far(logger)
+    final_eval = None
+    pending: list[dict[str, jax.Array]] = []
+    eval_batch = EVAL_BATCH_PER_DEVICE * jax.local_device_count()
+    t0, images_seen, preempted = time.time(), 0, False
+    bar = _progress(is_main, steps_per_epoch, start_step)
+
+    def save(step: int, metrics: dict[str, float] | None = None) -> None:
+        checkpoints.save(step, state, train_iter, config, metrics)
+
+    def check_finite(values: dict[str, float], step: int) -> None:
+        if not math.isfinite(values["loss"]):
+            checkpoints.wait()
+            raise TrainingDivergedError(
+                f"loss became {values['loss']} by step {step}; stopped, the last good checkpoint "
+                f"in {checkpoints.directory} is kept (try a lower --lr)"
+            )
+
+    with _Preemption() as preemption:
+        step = start_step
+        try:
+            while step < num_steps:
+                batch = next(train_iter)
+                state, metrics = steps.train(state, steps.to_global(batch))
+                pending.append(metrics)
+                step += 1
+                images_seen += config.batch_size
+                epoch = step / steps_per_epoch
+                log_now = step % config.log_every_steps == 0 or step == num_steps
+                save_now = step % config.checkpoint_every_steps == 0 or step % steps_per_epoch == 0
+                eval_now = step % eval_every == 0 or step == num_steps
+                if log_now or save_now or eval_now or preemption.requested:
+                    values = _fetch(pending)  # the only host sync: at log/save/eval time
+                    pending.clear()
+                    check_finite(values, step)
+                    elapsed = time.time() - t0
+                    values["images_per_second"] = images_seen / max(elapsed, 1e-9)
+                    if log_now:
+                        logger.log("train", step, epoch, values)
+                    bar.update(step, values)
+                if eval_now:
+                    final_eval = evaluate(steps, state, config, image_size, eval_batch)
+                    logger.log("eval", step, epoch, final_eval)
+                    best_top1 = max(best_top1 or 0.0, final_eval["top1"])
+                    if steps.plateau_update is not None:
+                        error = jnp.asarray(1.0 - final_eval["top1"], jnp.float32)
+                        state = state.replace(
+                            plateau_state=steps.plateau_update(state.plateau_state, error)
+                        )
+                    save(step, {"val_top1": final_eval["top1"]})
+                elif save_now:
+                    save(step)
+                if preemption.requested:
+                    save(step)
+                    preempted = True
+                    break
+        finally:
+            bar.close()
+            checkpoints.close()
+            logger.close()
+    seconds = time.time() - t0
+    result = RunResult(
+        workdir=config.workdir,
+        steps=step,
+        best_top1=best_top1,
+        final_eval=final_eval,
+        seconds=seconds,
+        images_per_second=images_seen / max(seconds, 1e-9),
+        preempted=preempted,
+    )
+    if is_main:
+        plot_curves(logger.metrics_path, Path(config.workdir) / "curves.png")
+        logging.info("%s", summary_line(result))
+    return result
+
+
+def summary_line(result: RunResult) -> str:
+    """The short end-of-run summary: best top-1, time, throughput."""
+    best = f"{100 * result.best_top1:.2f}%" if result.best_top1 is not None else "n/a"
+    status = "preempted at" if result.preempted else "finished"
+    return (
+        f"{status} step {result.steps}: best eval top-1 {best}, {result.seconds / 60:.1f} min, "
+        f"{result.images_per_second:.0f} img/s; logs and checkpoints in {result.workdir}"
+    )
+
+
+def _best_so_far(logger: RunLogger) -> float | None:
+    from cnnjax.train.logger import read_metrics
+
+    tops = [e["top1"] for e in read_metrics(logger.metrics_path) if e["split"] == "eval"]
+    return max(tops) if tops else None
+
+
+class _progress:
+    """A tqdm bar per epoch (process 0 only) showing img/s, loss, LR and the ETA."""
+
+    def __init__(self, enabled: bool, steps_per_epoch: int, start_step: int):
+        self.enabled, self.steps_per_epoch = enabled, steps_per_epoch
+        self.bar: Any = None
+        self.epoch = -1
+        self.last = start_step
+
+    def update(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        epoch = (step - 1) // self.steps_per_epoch
+        if epoch != self.epoch:
+            self.close()
+            self.epoch = epoch
+            self.bar = tqdm(
+                total=self.steps_per_epoch,
+                desc=f"epoch {epoch + 1}",
+                unit="step",
+                initial=(self.last % self.steps_per_epoch),
+                dynamic_ncols=True,
+            )
+        self.bar.update(step - self.last)
+        self.last = step
+        self.bar.set_postfix(
+            loss=f"{values['loss']:.4f}",
+            lr=f"{values['lr']:.3g}",
+            img_s=f"{values['images_per_second']:.0f}",
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,131 @@
+"""The flags every experiment shares, and how they become a TrainConfig.
+
+Precedence: TrainConfig defaults ← the experiment's defaults (dataset, model) ← the recipe
+(`--recipe`, or the paper recipe that fits the model) ← every flag given explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from absl import app, flags
+
+from cnnjax.cli import run_cli
+from cnnjax.train.config import TrainConfig
+from cnnjax.train.recipes import RECIPES, build_config
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "model", None, "registered model name (python -c 'import cnnjax; print(cnnjax.list_models())')"
+)
+flags.DEFINE_string("recipe", None, f"paper recipe: {', '.join(RECIPES)} ('' for none)")
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "run directory (default: runs/DATASET-MODEL-...); resumes if it holds checkpoints",
+)
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "tensorflow-datasets directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)",
+)
+flags.DEFINE_integer(
+    "image_size", None, "input side (default: the model's for ImageNet/MNIST, else native)"
+)
+flags.DEFINE_integer("num_classes", None, "classifier width (default: the dataset's classes)")
+flags.DEFINE_integer("batch_size", None, "global batch over all devices and processes")
+flags.DEFINE_float("epochs", None, "training epochs")
+flags.DEFINE_integer("max_steps", None, "stop after this many steps")
+flags.DEFINE_float("lr", None, "peak learning rate")
+flags.DEFINE_enum("lr_scaling", None, ["none", "linear"], "linear: lr × batch_size / 256")
+flags.DEFINE_float("momentum", None, "SGD momentum")
+flags.DEFINE_boolean("nesterov", None, "Nesterov momentum")
+flags.DEFINE_float("weight_decay", None, "L2 weight decay")
+flags.DEFINE_enum(
+    "decay_mode", None, ["coupled", "decoupled"], "L2 in the gradient (papers) or decoupled"
+)
+flags.DEFINE_boolean(
+    "decay_all", None, "decay biases and BN parameters too (default: kernels only)"
+)
+flags.DEFINE_enum(
+    "lr_schedule", None, ["constant", "step", "plateau", "exponential", "cosine"], "LR schedule"
+)
+flags.DEFINE_list("lr_decay_epochs", None, "step schedule boundaries in epochs, e.g. 30,60,80")
+flags.DEFINE_list(
+    "lr_decay_steps", None, "step schedule boundaries in iterations, e.g. 32000,48000"
+)
+flags.DEFINE_float("lr_decay_factor", None, "LR multiplier at each decay (0.1 = ÷10)")
+flags.DEFINE_integer(
+    "plateau_patience", None, "evaluations without improvement before a plateau decay"
+)
+flags.DEFINE_float("warmup_epochs", None, "linear warm-up epochs")
+flags.DEFINE_float("label_smoothing", None, "label smoothing ε")
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (params stay float32)")
+flags.DEFINE_integer("seed", None, "seed of init, data order, augmentation and dropout")
+flags.DEFINE_float("eval_every_epochs", None, "evaluate every this many epochs")
+flags.DEFINE_boolean("ten_crop", None, "evaluate with 10 crops (ImageNet)")
+flags.DEFINE_integer("checkpoint_every_steps", None, "asynchronous checkpoint interval")
+flags.DEFINE_integer("keep_checkpoints", None, "latest checkpoints kept (plus the best)")
+flags.DEFINE_integer("log_every_steps", None, "log interval")
+flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
+
+_LISTS_OF_FLOATS = {"lr_decay_epochs": float, "lr_decay_steps": int}
+
+
+def default_recipe(dataset: str, model: str) -> str:
+    """The recipe that trains `model` the way its paper did on this kind of dataset."""
+    if dataset in ("mnist", "fashion_mnist"):
+        return "lenet"
+    cifar = dataset in ("cifar10", "cifar100")
+    families = [
+        ("resnet", "resnet_cifar_paper" if cifar else "resnet_paper"),
+        ("densenet", "densenet_paper"),
+        ("googlenet", "googlenet_paper"),
+        ("alexnet", "alexnet_paper"),
+        ("zfnet", "alexnet_paper"),
+        ("vgg", "vgg_paper"),
+    ]
+    return next((recipe for prefix, recipe in families if model.startswith(prefix)), "")
+
+
+def explicit_values() -> dict[str, Any]:
+    """The TrainConfig fields whose flags were given on the command line."""
+    values: dict[str, Any] = {}
+    for name in TrainConfig.__dataclass_fields__:
+        if name in FLAGS and FLAGS[name].present:
+            value = FLAGS[name].value
+            if name in _LISTS_OF_FLOATS:
+                value = tuple(_LISTS_OF_FLOATS[name](v) for v in value)
+            values[name] = value
+    return values
+
+
+def config_from_flags(dataset: str, default_model: str) -> TrainConfig:
+    """TrainConfig for this experiment from its defaults, the recipe and the explicit flags."""
+    explicit = explicit_values()
+    model = explicit.pop("model", None) or default_model
+    recipe = FLAGS.recipe if FLAGS["recipe"].present else default_recipe(dataset, model)
+    explicit.pop("recipe", None)
+    base = TrainConfig(dataset=dataset, model=model)
+    return build_config(base, {**explicit, "model": model, "dataset": dataset}, recipe)
+
+
+def run(dataset: str, default_model: str) -> None:
+    """Parse flags and train; user mistakes end with one line, no traceback."""
+
+    def main(argv: Sequence[str]) -> None:
+        if len(argv) > 1:
+            raise ValueError(
+                f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value"
+            )
+        from cnnjax.models import model_spec
+        from cnnjax.train.runner import summary_line, train_and_evaluate
+
+        config = config_from_flags(dataset, default_model)
+        model_spec(config.model)  # unknown model: one line with the list
+        result = train_and_evaluate(config)
+        print(summary_line(result))
+
+    app.run(run_cli(main))
