@@ -4,7 +4,13 @@
 #   ./launch.sh setup                       install cnnjax and its dependencies (idempotent)
 #   ./launch.sh test [pytest args]          set up if needed, then run the test suite
 #   ./launch.sh experiments.NAME [flags]    set up if needed, then run one experiment
+#   ./launch.sh --nproc=N experiments.NAME  N local processes on 127.0.0.1 (jax.distributed,
+#                                           gloo collectives on CPU): the code path of N hosts
 #   ./launch.sh MODULE [args]               any python module, e.g. cnnjax.summary --model=vgg16
+#
+# Clusters: under SLURM run `srun --ntasks=N python -m experiments.NAME ...` (one task per host;
+# jax.distributed detects SLURM); on a Cloud TPU pod run the same command on every worker
+# (`gcloud compute tpus tpu-vm ssh NAME --worker=all --command=...`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PYTHON=${PYTHON:-python3}
@@ -28,8 +34,39 @@ setup() {
   fi
 }
 
+multi_process() {
+  # Start N copies of one module on this machine; if any fails, stop the others.
+  local n=$1; shift
+  local port
+  port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local pids=() status=0
+  for ((i = 0; i < n; i++)); do
+    CNNJAX_COORDINATOR=127.0.0.1:$port CNNJAX_NUM_PROCESSES=$n CNNJAX_PROCESS_ID=$i \
+      "$PYTHON" -m "$@" &
+    pids+=($!)
+  done
+  trap 'kill "${pids[@]}" 2>/dev/null' INT TERM
+  for ((i = 0; i < n; i++)); do
+    if ! wait -n; then
+      status=1
+      echo "launch.sh: a process failed; stopping the other $((n - 1))" >&2
+      kill "${pids[@]}" 2>/dev/null || true
+      break
+    fi
+  done
+  wait 2>/dev/null || true
+  return $status
+}
+
 cmd=${1:-help}
 case "$cmd" in
+  --nproc=*)
+    n=${cmd#--nproc=}
+    shift
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh: --nproc needs a positive integer" >&2; exit 2; }
+    [ $# -ge 1 ] || { echo "launch.sh: usage: ./launch.sh --nproc=N experiments.NAME [flags]" >&2; exit 2; }
+    setup prepare tensorflow
+    multi_process "$n" "$@" ;;
   setup)
     setup test pytest ruff tensorflow ;;
   test)
@@ -37,7 +74,7 @@ case "$cmd" in
     setup test pytest ruff tensorflow
     exec "$PYTHON" -m pytest "$@" ;;
   help|-h|--help)
-    sed -n '2,8p' "$0" ;;
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
   *)
     shift
     setup prepare tensorflow
