@@ -118,6 +118,12 @@ class Conv(nn.Conv):
         spatial = inputs.shape[-ndim - 1 : -1]
         pads = _axis_pads(self.padding, spatial, window, strides, dilation)
         name = _layer_name(self)
+        groups = self.feature_group_count
+        if inputs.shape[-1] % groups or self.features % groups:
+            raise ValueError(
+                f"layer {name!r}: groups={groups} must divide both the {inputs.shape[-1]} input "
+                f"and the {self.features} output channels; pick a common divisor"
+            )
         for n, f, s, p, d in zip(spatial, window, strides, pads, dilation, strict=True):
             spatial_output_size(name, n, f, s, p, d)
         return super().__call__(inputs)
@@ -174,7 +180,11 @@ class AvgPool(nn.Module):
         pads = _pool_pads(
             _layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode
         )
-        return nn.avg_pool(x, window, strides, padding=pads, count_include_pad=True)
+        # As in Caffe/PyTorch, the given zero padding counts in the mean; ceil mode's overhang not.
+        given = _axis_pads(self.padding, x.shape[1:3], window, strides, (1, 1))
+        x = jnp.pad(x, ((0, 0), *given, (0, 0)))
+        overhang = [(0, hi - g_hi) for (_, hi), (_, g_hi) in zip(pads, given, strict=True)]
+        return nn.avg_pool(x, window, strides, padding=overhang, count_include_pad=False)
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:

@@ -1,6 +1,6 @@
 """The classic CNN model zoo; importing this package registers every family."""
 
-from cnnjax.models.registry import (
+from cnnjax.models.registry import (  # noqa: I001 (families below register on import)
     ModelSpec,
     UnknownModelError,
     create_model,
@@ -10,7 +10,17 @@ from cnnjax.models.registry import (
 )
 
 # Families register themselves on import (one file per family).
-from cnnjax.models import lenet  # noqa: E402,F401,I001
+from cnnjax.models import (  # noqa: F401
+    alexnet,
+    densenet,
+    googlenet,
+    lenet,
+    nin,
+    resnet,
+    textcnn,
+    vgg,
+    zfnet,
+)
 
 __all__ = [
     "ModelSpec",

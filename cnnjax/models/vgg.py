@@ -1,0 +1,119 @@
+"""VGG (Simonyan & Zisserman, ICLR 2015), configurations A, B, D, E (VGG-11/13/16/19), ± BN.
+
+Table 1 of the paper, held as `CONFIGS` below. Every conv is 3×3/1 pad 1 + ReLU and every
+stage ends in a 2×2/2 max-pool, so a 224×224×3 input leaves 7×7×512 = 25,088 features.
+
+| stage      | output    | A (vgg11) | B (vgg13) | D (vgg16) | E (vgg19) |
+|------------|-----------|-----------|-----------|-----------|-----------|
+| conv1_*    | 224²×64   | 1 conv    | 2         | 2         | 2         |
+| conv2_*    | 112²×128  | 1         | 2         | 2         | 2         |
+| conv3_*    | 56²×256   | 2         | 2         | 3         | 4         |
+| conv4_*    | 28²×512   | 2         | 2         | 3         | 4         |
+| conv5_*    | 14²×512   | 2         | 2         | 3         | 4         |
+| pool5      | 7²×512    |           |           |           |           |
+| fc6-fc8    | 4096, 4096, classes | 3 FC | 3 FC  | 3 FC      | 3 FC      |
+| params     |           | 132,863,336 | 133,047,848 | 138,357,544 | 143,667,240 |
+| `_bn`      |           | 132,868,840 | 133,053,736 | 138,365,992 | 143,678,248 |
+
+The classifier is fc6 25,088 → 4096 and fc7 4096 → 4096, each followed by ReLU and dropout
+0.5, then fc8 4096 → classes.
+
+VGG-16 rows (model_zoo.md §5.1; totals = torchvision's `num_params`): conv1_1 1,792; conv1_2
+36,928; conv2_1 73,856; conv2_2 147,584; conv3_1 295,168; conv3_2-3 590,080; conv4_1
+1,180,160; conv4_2-3 and conv5_* 2,359,808; fc6 102,764,544 (74% of the net); fc7 16,781,312;
+fc8 4,097,000.
+
+The `_bn` variants (torchvision's; not in the paper) put BatchNorm between each conv and its
+ReLU and keep the conv bias as torchvision does: +2 parameters and +2 running statistics per
+conv channel (8,448 of each for VGG-16-BN). Param paths: `conv{stage}_{i}/conv`,
+`conv{stage}_{i}/bn`, `fc6`, `fc7`, `fc8`.
+
+Init: Glorot-uniform weights and zero biases (`weight_init="glorot"`, the default); the paper
+(Sec. 3.1) notes that this init removes the need to pre-train the deeper nets from net A.
+`weight_init="gaussian"` is the paper's N(0, 0.01²), with which it trained net A from scratch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from cnnjax.layers import ConvBNAct, MaxPool, flatten
+from cnnjax.models.registry import register_model
+
+PAPER = "Simonyan & Zisserman 2015"
+
+# Table 1: the conv widths of each of the five stages (each stage is followed by a max-pool).
+CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "A": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+    "B": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+    "D": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    "E": ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
+}
+DEPTHS = {"A": 11, "B": 13, "D": 16, "E": 19}  # weight layers: convs + 3 FC
+
+INITS = {
+    "glorot": nn.initializers.xavier_uniform(),
+    "gaussian": nn.initializers.normal(stddev=0.01),
+}
+
+
+class VGG(nn.Module):
+    """VGG: stages of 3×3 convs (optionally conv-BN-ReLU) and 2×2 pools, then FC 4096-4096."""
+
+    num_classes: int = 1000
+    config: str = "D"
+    batch_norm: bool = False
+    weight_init: str = "glorot"
+    dropout_rate: float = 0.5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.config not in CONFIGS:
+            raise ValueError(f"unknown VGG config {self.config!r}; use one of {', '.join(CONFIGS)}")
+        if self.weight_init not in INITS:
+            raise ValueError(
+                f"unknown VGG weight_init {self.weight_init!r}; use one of {', '.join(INITS)}"
+            )
+        kernel_init = INITS[self.weight_init]
+        for stage, widths in enumerate(CONFIGS[self.config], start=1):
+            for index, width in enumerate(widths, start=1):
+                x = ConvBNAct(
+                    width,
+                    3,
+                    padding=1,
+                    norm=self.batch_norm,
+                    use_bias=True,  # kept under BN too, as torchvision's vgg*_bn do
+                    kernel_init=kernel_init,
+                    dtype=self.dtype,
+                    name=f"conv{stage}_{index}",
+                )(x, train=train)
+            x = MaxPool(2, 2, name=f"pool{stage}")(x)
+        x = flatten(x)
+        for layer in ("6", "7"):
+            x = nn.Dense(4096, kernel_init=kernel_init, dtype=self.dtype, name=f"fc{layer}")(x)
+            x = nn.relu(x)
+            x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f"drop{layer}")(x)
+        return nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="fc8")(x)
+
+
+def _register(config: str, batch_norm: bool) -> None:
+    name = f"vgg{DEPTHS[config]}" + ("_bn" if batch_norm else "")
+
+    @register_model(name, input_shape=(224, 224, 3), num_classes=1000, paper=PAPER)
+    def factory(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
+        return VGG(
+            num_classes=num_classes, dtype=dtype, config=config, batch_norm=batch_norm, **overrides
+        )
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"VGG config {config} ({name}){' with BN after every conv' * batch_norm}."
+
+
+for _config in CONFIGS:
+    for _batch_norm in (False, True):
+        _register(_config, _batch_norm)
