@@ -53,7 +53,8 @@ REFERENCE_COUNTS = {
 NO_AUX_COUNTS = {"googlenet": (6_998_552, 0), "googlenet_bn": (6_624_904, 14_560)}
 
 # Models small enough to compile and run a forward+backward pass on 2 CPU cores, with the input
-# side used (None: the registry default).
+# side used (None: the registry default). DenseNet-121 shares its blocks with DenseNet-BC-100 and
+# the deeper ImageNet nets repeat the blocks run here; they are checked abstractly above.
 RUNNABLE = {
     "lenet5": None,
     "small_convnet": None,
@@ -67,7 +68,6 @@ RUNNABLE = {
     "resnet18": 64,
     "resnet50": 64,
     "resnet20": None,
-    "densenet121": 64,
     "densenet_bc_100": None,
     "nin": None,
     "textcnn": None,
@@ -159,7 +159,7 @@ def test_too_small_input_names_the_layer(name):
 
 def test_unknown_model_lists_the_registry():
     with pytest.raises(
-        UnknownModelError, match="did you mean resnet50.*registered models: .*vgg16"
+        UnknownModelError, match="did you mean .*resnet50.*registered models: .*vgg16"
     ):
         cnnjax.create_model("resnet5O")
 
@@ -176,8 +176,16 @@ def _loss(model, variables, x, labels, key):
     return loss
 
 
+@pytest.fixture
+def fast_compile():
+    """XLA's cheap compile path: these tests compile many graphs and run each only twice."""
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
 @pytest.mark.parametrize("name", sorted(RUNNABLE))
-def test_forward_backward_is_finite_and_deterministic(name):
+def test_forward_backward_is_finite_and_deterministic(name, fast_compile):
     model = cnnjax.create_model(name, num_classes=5)
     x_spec = _input(name, RUNNABLE[name], batch=2)
     if x_spec.dtype == jnp.int32:
@@ -202,6 +210,7 @@ def test_forward_backward_is_finite_and_deterministic(name):
     grad_norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
     assert all(np.isfinite(grad_norms))
     assert sum(n > 0 for n in grad_norms) > len(grad_norms) // 2  # gradients reach most layers
-    eval_out = model.apply(variables, x, train=False)
+    predict = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    eval_out = predict(variables, x)
     assert eval_out.shape == (2, 5)
-    np.testing.assert_array_equal(eval_out, model.apply(variables, x, train=False))
+    np.testing.assert_array_equal(eval_out, predict(variables, x))
