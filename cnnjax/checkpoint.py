@@ -162,9 +162,19 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
     step = steps[-1] if step is None else step
     config = read_config(workdir, step)
     with ocp.CheckpointManager(
-        checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(read_only=True)
+        checkpoint_dir(workdir),
+        item_handlers={"state": ocp.StandardCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(read_only=True),
     ) as manager:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        # Restore onto this process's first device, whatever topology saved it (resharding).
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            dict(manager.item_metadata(step)["state"]),
+        )
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )
     state = restored.state
     model = create_model(config.model, num_classes=config.num_classes)
     variables = {"params": state["params"], **state.get("model_state", {})}

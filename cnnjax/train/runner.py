@@ -94,6 +94,34 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def ensure_prepared(config: TrainConfig) -> None:
+    """Prepare a dataset on first use when that needs no manual download (process 0 builds it)."""
+    info = cdata.dataset_info(config.dataset)
+    if info.tfds_name is None:
+        return
+    try:
+        cdata.num_examples(config.dataset, info.train_split, config.data_dir)
+        return
+    except cdata.DatasetNotPreparedError:
+        if info.manual_download:
+            raise  # its message says where the archives go and which command prepares them
+    if jax.process_index() == 0:
+        logging.info("preparing %s (first use) ...", config.dataset)
+        cdata.prepare(config.dataset, data_dir=config.data_dir)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"prepared {config.dataset}")
+
+
+def fake_spec(config: TrainConfig) -> cdata.FakeSpec | None:
+    """For the synthetic dataset: the model's channels and the run's classes."""
+    if config.dataset != "fake":
+        return None
+    channels = model_spec(config.model).input_shape[-1]
+    return cdata.FakeSpec(num_classes=config.num_classes, channels=channels)
+
+
 def _fetch(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
     """Mean of the pending step metrics (one host transfer for all of them)."""
     values = jax.device_get(pending)
@@ -115,6 +143,7 @@ def evaluate(
         ten_crop=config.ten_crop,
         workers=config.workers,
         dtype=config.dtype,
+        fake=fake_spec(config),
     )
     totals = None
     for batch in loader:
@@ -143,9 +172,9 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
     check_batch_divides(config.batch_size, jax.device_count())
     local_batch = config.batch_size // jax.process_count()
     image_size = resolve_image_size(config, info)
-    cdata.ensure_prepared(config.dataset, config.data_dir)
-
-    num_train = cdata.num_examples(config.dataset, info.train_split, config.data_dir)
+    ensure_prepared(config)
+    fake = fake_spec(config)
+    num_train = cdata.num_examples(config.dataset, info.train_split, config.data_dir, fake=fake)
     steps_per_epoch = num_train // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -170,8 +199,10 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
         seed=config.seed,
         workers=config.workers,
         dtype=config.dtype,
+        fake=fake,
     )
-    example = np.zeros((local_batch, image_size, image_size, info.channels), np.float32)
+    channels = fake.channels if fake is not None else info.channels
+    example = np.zeros((local_batch, image_size, image_size, channels), np.float32)
     state = steps.init(example)
 
     checkpoints = RunCheckpoints(config.workdir, keep=config.keep_checkpoints)
@@ -202,7 +233,7 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
     pending: list[dict[str, jax.Array]] = []
     eval_batch = EVAL_BATCH_PER_DEVICE * jax.local_device_count()
     t0, images_seen, preempted = time.time(), 0, False
-    bar = _progress(is_main, steps_per_epoch, start_step)
+    bar = _progress(is_main, steps_per_epoch, start_step, num_steps)
 
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
         checkpoints.save(step, state, train_iter, config, metrics)
@@ -293,8 +324,8 @@ def _best_so_far(logger: RunLogger) -> float | None:
 class _progress:
     """A tqdm bar per epoch (process 0 only) showing img/s, loss, LR and the ETA."""
 
-    def __init__(self, enabled: bool, steps_per_epoch: int, start_step: int):
-        self.enabled, self.steps_per_epoch = enabled, steps_per_epoch
+    def __init__(self, enabled: bool, steps_per_epoch: int, start_step: int, num_steps: int):
+        self.enabled, self.steps_per_epoch, self.num_steps = enabled, steps_per_epoch, num_steps
         self.bar: Any = None
         self.epoch = -1
         self.last = start_step

@@ -1,0 +1,46 @@
+"""Datasets for cnnjax: a catalog by name, tfds preparation, and grain loaders.
+
+`prepare` (which needs TensorFlow through tfds) is imported on first use, so
+`import cnnjax.data` and loading never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from cnnjax.data.catalog import DATASETS, DatasetInfo, UnknownDatasetError, dataset_info
+from cnnjax.data.loader import Loader, LoaderConfigError, make_loader
+from cnnjax.data.sources import (
+    DatasetNotPreparedError,
+    FakeSpec,
+    UnknownSplitError,
+    num_examples,
+    steps_per_epoch,
+)
+
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "DatasetNotPreparedError",
+    "FakeSpec",
+    "Loader",
+    "LoaderConfigError",
+    "UnknownDatasetError",
+    "UnknownSplitError",
+    "dataset_info",
+    "make_loader",
+    "num_examples",
+    "prepare",
+    "steps_per_epoch",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "prepare":
+        function = importlib.import_module("cnnjax.data.prepare").prepare
+        # Importing the submodule bound the package attribute `prepare` to the module;
+        # rebind it to the function so later lookups skip this hook.
+        globals()["prepare"] = function
+        return function
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

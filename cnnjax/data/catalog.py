@@ -1,0 +1,208 @@
+"""Every dataset cnnjax knows, by name, with its shape, classes, normalisation and splits.
+
+| name          | tfds name            | image        | classes | train / eval split   | manual |
+|---------------|----------------------|--------------|--------:|----------------------|--------|
+| mnist         | mnist                | 28×28×1      |      10 | train / test         | no     |
+| fashion_mnist | fashion_mnist        | 28×28×1      |      10 | train / test         | no     |
+| cifar10       | cifar10              | 32×32×3      |      10 | train / test         | no     |
+| cifar100      | cifar100             | 32×32×3      |     100 | train / test         | no     |
+| imagenet2012  | imagenet2012         | 224 crop, 3  |   1,000 | train / validation   | yes    |
+| imagenette    | imagenette/320px-v2  | 224 crop, 3  |      10 | train / validation   | no     |
+| fake          | (synthetic)          | any          |     any | train / test         | no     |
+
+`image_size` is the model input the dataset is used at by default: the native size for the
+small datasets, the crop size for the JPEG ones (whose images vary in size). `pipeline` picks
+the augmentation family in `cnnjax.data.loader`. This module imports nothing heavy, so the
+catalog can be read without tensorflow, grain or jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+
+# ImageNet RGB statistics on the [0, 1] scale, used by torchvision's pretrained models and
+# most PyTorch/JAX ImageNet recipes (torchvision docs "models"; pytorch/vision#1965 explains
+# they average per-image statistics over a training subset).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# CIFAR per-channel statistics of the 50,000 training images on the [0, 1] scale: the
+# per-pixel mean and standard deviation over all images and positions. fb.resnet.torch
+# (datasets/cifar10.lua, cifar100.lua) publishes the same values on the 0-255 scale:
+# CIFAR-10 mean (125.3, 123.0, 113.9), std (63.0, 62.1, 66.7); CIFAR-100 mean
+# (129.3, 124.1, 112.4), std (68.2, 65.4, 70.4). The often-copied CIFAR-10 std
+# (0.2023, 0.1994, 0.2010) is a mean of per-image stds (facebookarchive/fb.resnet.torch#180,
+# kuangliu/pytorch-cifar#129), so it is not used here.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+# MNIST mean/std of the 60,000 training digits on [0, 1] (the PyTorch examples/mnist values);
+# Fashion-MNIST likewise (0.2860 / 0.3530, computed over its 60,000 training images).
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+
+# The synthetic images are class templates with grey levels uniform in [48, 208] plus uniform
+# noise in [-32, 32] (cnnjax.data.sources): pixel mean 128/255 ≈ 0.5 and standard deviation
+# ≈ sqrt(46² + 19²)/255 ≈ 0.2, so (0.5, 0.25) puts the normalised values in about [-1.5, 1.5].
+FAKE_MEAN, FAKE_STD = (0.5,), (0.25,)
+
+PIPELINES = ("mnist", "cifar", "imagenet", "fake")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What cnnjax needs to know to prepare, load and normalise one dataset."""
+
+    name: str
+    tfds_name: str | None  # None: generated in process, nothing to prepare
+    image_size: int  # default model input side (native size, or crop size for JPEG datasets)
+    channels: int
+    num_classes: int
+    mean: tuple[float, ...]  # per channel (one value broadcasts), on the [0, 1] pixel scale
+    std: tuple[float, ...]
+    train_split: str
+    eval_split: str
+    pipeline: str  # augmentation family, one of PIPELINES
+    manual_download: bool = False  # True: the archives must be placed in --manual_dir
+    manual_files: tuple[str, ...] = ()  # the archives a manual download needs
+    offline_dirs: tuple[str, ...] = ()  # folders that may already hold the raw source files
+    resize_size: int | None = None  # eval: shorter side resized to this before the centre crop
+    homepage: str = ""
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            name="mnist",
+            tfds_name="mnist",
+            image_size=28,
+            channels=1,
+            num_classes=10,
+            mean=MNIST_MEAN,
+            std=MNIST_STD,
+            train_split="train",
+            eval_split="test",
+            pipeline="mnist",
+            homepage="http://yann.lecun.com/exdb/mnist/",
+        ),
+        DatasetInfo(
+            name="fashion_mnist",
+            tfds_name="fashion_mnist",
+            image_size=28,
+            channels=1,
+            num_classes=10,
+            mean=FASHION_MNIST_MEAN,
+            std=FASHION_MNIST_STD,
+            train_split="train",
+            eval_split="test",
+            pipeline="mnist",
+            # Debian/Ubuntu package `dataset-fashion-mnist` installs the four IDX .gz files here.
+            offline_dirs=("/usr/share/datasets/fashion-mnist",),
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        ),
+        DatasetInfo(
+            name="cifar10",
+            tfds_name="cifar10",
+            image_size=32,
+            channels=3,
+            num_classes=10,
+            mean=CIFAR10_MEAN,
+            std=CIFAR10_STD,
+            train_split="train",
+            eval_split="test",
+            pipeline="cifar",
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        ),
+        DatasetInfo(
+            name="cifar100",
+            tfds_name="cifar100",
+            image_size=32,
+            channels=3,
+            num_classes=100,
+            mean=CIFAR100_MEAN,
+            std=CIFAR100_STD,
+            train_split="train",
+            eval_split="test",
+            pipeline="cifar",
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        ),
+        DatasetInfo(
+            name="imagenet2012",
+            tfds_name="imagenet2012",
+            image_size=224,
+            channels=3,
+            num_classes=1000,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            train_split="train",
+            eval_split="validation",
+            pipeline="imagenet",
+            manual_download=True,
+            manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+            resize_size=256,
+            homepage="https://image-net.org/download-images",
+        ),
+        DatasetInfo(
+            name="imagenette",
+            # The 320px variant (shorter side 320) is enough for 256-resize / 224-crop views and
+            # is a tenth of the full-size download.
+            tfds_name="imagenette/320px-v2",
+            image_size=224,
+            channels=3,
+            num_classes=10,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            train_split="train",
+            eval_split="validation",
+            pipeline="imagenet",
+            resize_size=256,
+            homepage="https://github.com/fastai/imagenette",
+        ),
+        DatasetInfo(
+            name="fake",
+            tfds_name=None,
+            image_size=32,
+            channels=3,
+            num_classes=10,
+            mean=FAKE_MEAN,
+            std=FAKE_STD,
+            train_split="train",
+            eval_split="test",
+            pipeline="fake",
+        ),
+    )
+}
+
+
+class UnknownDatasetError(ValueError):
+    """Raised for a dataset name that is not in the catalog; the message lists the names."""
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The catalog entry for `name`; an unknown name raises with the list of known ones."""
+    if name not in DATASETS:
+        close = difflib.get_close_matches(str(name), list(DATASETS), n=2)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}{hint}; known datasets: {', '.join(sorted(DATASETS))}"
+        )
+    return DATASETS[name]
+
+
+def default_data_dir() -> str:
+    """Where tfds keeps prepared datasets: `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`."""
+    return os.path.expanduser(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> str:
+    """`data_dir` as an absolute path, or the tfds default when None."""
+    return (
+        os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+        if data_dir
+        else (os.path.abspath(default_data_dir()))
+    )

@@ -1,0 +1,358 @@
+"""Grain input pipelines over the catalog datasets: deterministic, sharded per process, resumable.
+
+Training (`train=True`), per process `k` of `n`::
+
+    source -> seed(seed) -> shuffle -> [k::n] -> repeat(num_epochs) -> random_map(augment)
+           -> batch(batch_size) [-> mp_prefetch(workers)]
+           -> Loader: take out undecodable images (counted), refill from the next batch
+
+The global shuffle is re-drawn each epoch from (seed, epoch), and every epoch process `k`
+takes every n-th example of it: the processes' shards are disjoint and together are the whole
+split. Augmentation draws from grain's per-example generator, seeded by (seed, position in the
+stream), so a batch is a function of (seed, shard, step) alone, whatever the worker count.
+
+Evaluation (`train=False`), process `k` reads examples k, k+n, ... in order, padded to the
+same number of batches on every process; `mask` is False for padding (and for undecodable
+images), so summing `metric * mask` scores every example exactly once.
+
+`batch_size` is always the per-process batch; the global batch is batch_size × processes.
+The iterator state (`get_state`/`set_state`, or orbax via `grain.checkpoint.CheckpointSave`)
+restores the exact next batch. With `workers > 0` the batches are built in grain worker
+processes; the saved state is per worker, so resume with the same `workers`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import grain
+import numpy as np
+from absl import logging
+
+from cnnjax.data.catalog import DatasetInfo, dataset_info
+from cnnjax.data.preprocess import SKIPPED, Preprocessor
+from cnnjax.data.sources import (
+    FakeSource,
+    FakeSpec,
+    InMemorySource,
+    PaddedShard,
+    open_tfds_source,
+)
+
+
+class LoaderConfigError(ValueError):
+    """An argument of make_loader is invalid; the message says which and what to pass."""
+
+
+def _image_dtype(dtype: Any) -> Any:
+    """np.float32 or ml_dtypes.bfloat16 from a name ('float32', 'bfloat16') or dtype-like."""
+    import ml_dtypes
+
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved == np.dtype(np.float32):
+        return np.float32
+    if resolved == np.dtype(ml_dtypes.bfloat16):
+        return ml_dtypes.bfloat16
+    raise LoaderConfigError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise LoaderConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
+    if shard is None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise LoaderConfigError(
+            f"shard must be (process_index, process_count), got {shard!r}"
+        ) from None
+    if count <= 0 or not 0 <= index < count:
+        raise LoaderConfigError(f"shard must satisfy 0 <= index < count, got {shard!r}")
+    return index, count
+
+
+def _image_size(info: DatasetInfo, image_size: int | None) -> int:
+    """The output side: the catalog default, or a size the dataset's pipeline can produce."""
+    size = info.image_size if image_size is None else _positive_int("image_size", image_size)
+    if info.pipeline == "mnist" and size < info.image_size:
+        raise LoaderConfigError(
+            f"{info.name} images are {info.image_size}×{info.image_size}; image_size must be "
+            f">= {info.image_size} (larger sizes zero-pad, e.g. 32 for LeNet-5)"
+        )
+    if info.pipeline == "cifar" and size != info.image_size:
+        raise LoaderConfigError(
+            f"{info.name} images are {info.image_size}×{info.image_size}; pass image_size="
+            f"{info.image_size} or None"
+        )
+    return size
+
+
+def _preprocessor(
+    info: DatasetInfo,
+    *,
+    train: bool,
+    image_size: int,
+    channels: int,
+    dtype: Any,
+    ten_crop: bool,
+    resize_size: int | None,
+    lighting_sigma: float,
+) -> Preprocessor:
+    if info.pipeline != "imagenet" and (ten_crop or resize_size is not None or lighting_sigma):
+        raise LoaderConfigError(
+            f"ten_crop, resize_size and lighting_sigma apply to the ImageNet-style datasets "
+            f"(imagenet2012, imagenette), not {info.name!r}"
+        )
+    if ten_crop and train:
+        raise LoaderConfigError("ten_crop is an evaluation view; pass train=False")
+    if lighting_sigma < 0:
+        raise LoaderConfigError(f"lighting_sigma must be >= 0, got {lighting_sigma}")
+    if resize_size is None:
+        # 256 for crops up to 256 (224, AlexNet's 227); the same 8/7 ratio above (299 -> 342).
+        base = info.resize_size or image_size
+        resize_size = base if image_size <= base else math.ceil(image_size * 8 / 7)
+    elif _positive_int("resize_size", resize_size) < image_size:
+        raise LoaderConfigError(f"resize_size ({resize_size}) must be >= image_size ({image_size})")
+    return Preprocessor(
+        pipeline=info.pipeline,
+        image_size=image_size,
+        channels=channels,
+        mean=info.mean,
+        std=info.std,
+        dtype=dtype,
+        resize_size=resize_size,
+        ten_crop=ten_crop,
+        lighting_sigma=float(lighting_sigma),
+    )
+
+
+def _ensure_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app, take their defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _rows(batch: dict[str, np.ndarray], keep: np.ndarray | slice) -> dict[str, np.ndarray]:
+    return {key: value[keep] for key, value in batch.items()}
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+class Loader(grain.DatasetIterator):
+    """Iterator of dict batches: `image` (B, H, W, C), `label` int32 (B,), eval `mask` (B,).
+
+    It reads the fixed-size batches grain builds and, for training, takes out the rows of
+    undecodable images and refills the batch from the next ones, so every training batch
+    holds `batch_size` real examples. `num_skipped` counts those images (each is logged).
+    The state round-trips through `get_state`/`set_state` and orbax: it is the grain state
+    before the batch that the leftover rows came from, plus their count.
+    `num_batches` is the length of one eval pass (None for training streams).
+    """
+
+    def __init__(
+        self,
+        iterator: grain.DatasetIterator,
+        *,
+        info: DatasetInfo,
+        split: str,
+        batch_size: int,
+        repack: bool,
+        num_batches: int | None,
+    ):
+        super().__init__(iterator)
+        self.info = info
+        self.split = split
+        self.batch_size = batch_size
+        self.num_batches = num_batches
+        self.num_skipped = 0
+        self._repack = repack
+        self._leftover: dict[str, np.ndarray] | None = None  # rows not yet returned
+        self._leftover_state: dict[str, Any] | None = None  # grain state before their batch
+
+    def _count_skipped(self, skipped: int) -> None:
+        if skipped:
+            self.num_skipped += skipped
+            logging.warning(
+                "%s/%s: skipped %d undecodable image(s), %d so far",
+                self.info.name,
+                self.split,
+                skipped,
+                self.num_skipped,
+            )
+
+    def _fetch(self, *, count: bool = True) -> dict[str, np.ndarray]:
+        """Next grain batch with the undecodable rows taken out (and counted)."""
+        raw = next(self._parent)
+        flags = raw.pop(SKIPPED)
+        if not flags.any():
+            return raw
+        if count:
+            self._count_skipped(int(flags.sum()))
+        return _rows(raw, flags == 0)
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if not self._repack:
+            batch = next(self._parent)
+            self._count_skipped(int(np.sum(batch.pop(SKIPPED))))
+            return batch
+        parts, have = [], 0
+        while have < self.batch_size:
+            if self._leftover is None:
+                state = self._parent.get_state()
+                self._leftover = self._fetch()  # StopIteration drops the partial last batch
+                self._leftover_state = state
+            rows = self._leftover
+            take = min(self.batch_size - have, len(rows["label"]))
+            parts.append(rows if take == len(rows["label"]) else _rows(rows, slice(0, take)))
+            have += take
+            rest = len(rows["label"]) - take
+            self._leftover = _rows(rows, slice(take, None)) if rest else None
+        return _concat(parts)
+
+    def get_state(self) -> dict[str, Any]:
+        if self._leftover is None:
+            return {
+                "pipeline": self._parent.get_state(),
+                "leftover": 0,
+                "num_skipped": self.num_skipped,
+            }
+        return {
+            "pipeline": self._leftover_state,
+            "leftover": len(self._leftover["label"]),
+            "num_skipped": self.num_skipped,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state["pipeline"])
+        self.num_skipped = int(state["num_skipped"])
+        self._leftover = self._leftover_state = None
+        leftover = int(state["leftover"])
+        if leftover:
+            # Re-read the batch the leftover rows came from (already counted) and keep its tail.
+            self._leftover_state = state["pipeline"]
+            rows = self._fetch(count=False)
+            self._leftover = _rows(rows, slice(len(rows["label"]) - leftover, None))
+
+
+def make_loader(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    train: bool,
+    data_dir: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    num_epochs: int | None = None,
+    shard: tuple[int, int] | None = None,
+    workers: int = 0,
+    dtype: Any = "float32",
+    ten_crop: bool = False,
+    resize_size: int | None = None,
+    lighting_sigma: float = 0.0,
+    read_threads: int | None = None,
+    fake: FakeSpec | None = None,
+) -> Loader:
+    """Grain iterator of normalised batches of dataset `name`, split `split` (see module doc).
+
+    batch_size: per-process batch. train: shuffle + augment + repeat, else one padded,
+    masked pass in order. shard: (process_index, process_count), default the JAX process.
+    num_epochs: None repeats forever (training only). workers: 0 in-process, > 0 grain
+    worker processes. dtype: 'float32' or 'bfloat16' images. image_size: output side (MNIST
+    pads, e.g. 32 for LeNet-5; the crop side for ImageNet). ten_crop / resize_size /
+    lighting_sigma: ImageNet-style views. read_threads: grain threads (batches in flight) per
+    process, default 16 in-process and 1 per worker.
+    fake: shape of the synthetic `fake` dataset.
+    """
+    info = dataset_info(name)
+    batch_size = _positive_int("batch_size", batch_size)
+    shard_index, shard_count = _check_shard(shard)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise LoaderConfigError(f"workers must be an integer >= 0, got {workers!r}")
+    if num_epochs is not None:
+        num_epochs = _positive_int("num_epochs", num_epochs)
+        if not train and num_epochs != 1:
+            raise LoaderConfigError("evaluation is a single pass; leave num_epochs=None")
+    if not 0 <= seed < 2**32:
+        raise LoaderConfigError(f"seed must be in [0, 2**32), got {seed}")
+    if fake is not None and info.tfds_name is not None:
+        raise LoaderConfigError(f"fake= only applies to the 'fake' dataset, not {name!r}")
+    size = _image_size(info, image_size)
+
+    spec = fake or FakeSpec()
+    channels = spec.channels if info.tfds_name is None else info.channels
+    preprocess = _preprocessor(
+        info,
+        train=train,
+        image_size=size,
+        channels=channels,
+        dtype=_image_dtype(dtype),
+        ten_crop=ten_crop,
+        resize_size=resize_size,
+        lighting_sigma=lighting_sigma,
+    )
+    if info.tfds_name is None:
+        source = FakeSource(split, image_size=size, spec=spec)
+    else:
+        source = open_tfds_source(info, split, data_dir)
+        if info.pipeline in ("mnist", "cifar"):  # small splits: read whole, decode per example
+            source = InMemorySource(source)
+    # Grain prefetches whole batches: one thread per batch in flight, and as many batches
+    # buffered as threads (ImageNet at 256 × 224² float32 is 154 MB a batch). Worker processes
+    # are the parallelism when workers > 0, so each runs one thread by default.
+    if read_threads is None:
+        threads = 1 if workers > 0 else grain.ReadOptions().num_threads
+    else:
+        threads = _positive_int("read_threads", read_threads)
+    read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads))
+
+    if train:
+        examples = grain.MapDataset.source(source).seed(seed).shuffle()
+        examples = examples[shard_index::shard_count]
+        if len(examples) == 0:
+            raise LoaderConfigError(
+                f"shard {shard_index} of {shard_count} of {name}/{split} is empty "
+                f"({len(source)} examples); use fewer processes or a larger split"
+            )
+        examples = examples.repeat(num_epochs).random_map(preprocess.train)
+        num_batches = None
+    else:
+        padded = PaddedShard(source, shard_index, shard_count, batch_size)
+        examples = grain.MapDataset.source(padded).map(preprocess.eval)
+        num_batches = padded.num_batches
+    # Batching before to_iter_dataset makes a whole batch one grain task (and mp_prefetch
+    # workers hand over whole batches): several times less overhead than prefetching single
+    # examples, and batch k is the same for any number of workers. A finite training stream
+    # keeps its last partial batch, whose rows may complete a batch after skipped images.
+    keep_partial = train and num_epochs is not None
+    stream = examples.batch(batch_size, drop_remainder=not keep_partial)
+    stream = stream.to_iter_dataset(read_options)
+    if workers > 0:
+        _ensure_flags_parsed()
+        stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(workers)))
+    return Loader(
+        iter(stream),
+        info=info,
+        split=split,
+        batch_size=batch_size,
+        repack=train,
+        num_batches=num_batches,
+    )

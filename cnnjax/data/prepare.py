@@ -1,0 +1,210 @@
+"""Prepare a catalog dataset with its tfds builder, written as ArrayRecord for `tfds.data_source`.
+
+    python -m cnnjax.data.prepare --dataset=NAME [--data_dir=DIR] [--manual_dir=DIR]
+                                  [--source_dir=DIR]
+
+* ImageNet (`imagenet2012`): the two ILSVRC2012 tars must be in `--manual_dir` (default
+  `<data_dir>/downloads/manual`); tfds reads them in place and shows its progress bars.
+* MNIST / Fashion-MNIST: when the four IDX .gz files are on disk (`--source_dir`, or a known
+  system folder such as Debian's /usr/share/datasets/fashion-mnist) they are verified against
+  tfds's recorded sha256 and handed to the same tfds builder, so the result is byte-identical to
+  a downloaded build; otherwise tfds downloads them.
+* Any other downloadable dataset: tfds downloads it; with no internet, the original archives
+  (the names tfds records) can be put in `--manual_dir` instead.
+
+This is the only cnnjax module that may import TensorFlow (tfds needs it to generate data);
+loading never does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import types
+from typing import Any
+
+from absl import logging
+
+from cnnjax.data import offline
+from cnnjax.data.catalog import DatasetInfo, UnknownDatasetError, dataset_info, resolve_data_dir
+
+
+class ManualFilesMissingError(ValueError):
+    """A manual-download dataset's archives are not in manual_dir."""
+
+
+class PrepareError(ValueError):
+    """Preparation failed for a reason the user can fix (the message says how)."""
+
+
+def _expected_files(builder: Any) -> list[offline.ExpectedFile]:
+    """The files the builder downloads, with the size and sha256 tfds has on record."""
+    return [
+        offline.ExpectedFile(u.filename, int(u.size), u.checksum)
+        for u in builder.url_infos.values()
+    ]
+
+
+def _local_source_dir(
+    info: DatasetInfo, source_dir: str | None, expected: list[offline.ExpectedFile]
+) -> str | None:
+    """The folder to prepare offline from: `source_dir`, else a known one holding every file."""
+    if source_dir is not None:
+        if info.pipeline != "mnist":
+            raise PrepareError(
+                f"--source_dir is for the MNIST-family IDX files; {info.name!r} takes its "
+                "original archives in --manual_dir instead"
+            )
+        return os.path.expanduser(source_dir)
+    for candidate in info.offline_dirs:
+        if os.path.isdir(candidate):
+            missing = offline.missing_files(candidate, expected)
+            if not missing:
+                return candidate
+            logging.warning("%s lacks %s; not using it", candidate, ", ".join(missing))
+    return None
+
+
+def _check_manual_files(info: DatasetInfo, manual_dir: str) -> None:
+    missing = [f for f in info.manual_files if not os.path.isfile(os.path.join(manual_dir, f))]
+    if missing:
+        raise ManualFilesMissingError(
+            f"{info.name} needs {' and '.join(info.manual_files)} in the manual dir "
+            f"{manual_dir}, missing: {', '.join(missing)}; download them from "
+            f"{info.homepage} and pass their folder as --manual_dir"
+        )
+
+
+def prepare(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+    source_dir: str | os.PathLike | None = None,
+) -> str | None:
+    """Build dataset `name` in ArrayRecord format under data_dir; return its folder.
+
+    Reuses a build that is already there. `manual_dir` holds manually downloaded archives
+    (ImageNet's tars); `source_dir` holds local MNIST-family IDX files (see module docstring).
+    Returns None for `fake`, which needs no preparation.
+    """
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import download_manager
+
+    info = dataset_info(name)
+    if info.tfds_name is None:
+        logging.info("dataset %r is synthetic; nothing to prepare", name)
+        return None
+    data_dir = resolve_data_dir(data_dir)
+    builder = tfds.builder(info.tfds_name, data_dir=data_dir)
+    if builder.is_prepared():
+        file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
+        if file_format != "array_record":
+            raise PrepareError(
+                f"{builder.data_path} holds {name} as {file_format}; convert it with `tfds "
+                f"convert_format --dataset_version_dir={builder.data_path} "
+                "--out_file_format=array_record` or use another --data_dir"
+            )
+        logging.info("%s is already prepared in %s", name, builder.data_path)
+        return os.fspath(builder.data_path)
+
+    manual_dir = os.path.expanduser(os.fspath(manual_dir)) if manual_dir else None
+    if info.manual_download:
+        manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
+        _check_manual_files(info, manual_dir)
+
+    expected = _expected_files(builder)
+    local_dir = None
+    if source_dir is not None or manual_dir is None:  # an explicit manual_dir is used as given
+        local_dir = _local_source_dir(info, os.fspath(source_dir) if source_dir else None, expected)
+    with tempfile.TemporaryDirectory(prefix=f"cnnjax_{name}_") as staging:
+        if local_dir is not None:
+            logging.info("preparing %s offline from %s", name, local_dir)
+            offline.stage_source_files(
+                local_dir, expected, staging, mtimes=offline.UPSTREAM_GZIP_MTIMES.get(name)
+            )
+            manual_dir = staging
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+        try:
+            builder.download_and_prepare(download_config=config, file_format="array_record")
+        except download_manager.NonMatchingChecksumError as e:
+            first_line = str(e).strip().splitlines()[0]
+            raise PrepareError(
+                f"{name}: {first_line}; replace that file with the original download"
+            ) from e
+        except Exception as e:
+            if info.manual_download or local_dir is not None:
+                raise
+            names = ", ".join(f.filename for f in expected)
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise PrepareError(
+                f"could not download {name} ({type(e).__name__}: {first_line}); without "
+                f"internet, put {names} in a folder and pass it as --manual_dir"
+            ) from e
+    logging.info("prepared %s in %s", name, builder.data_path)
+    return os.fspath(builder.data_path)
+
+
+# Mistakes the user fixes as the one-line message says; the CLI prints them without a traceback.
+USER_ERRORS = (
+    UnknownDatasetError,
+    ManualFilesMissingError,
+    PrepareError,
+    offline.SourceFilesMissingError,
+    offline.ChecksumMismatchError,
+)
+
+
+class _CallableModule(types.ModuleType):
+    """Keeps `cnnjax.data.prepare(...)` working after `import cnnjax.data.prepare`.
+
+    Importing the submodule rebinds the package attribute `prepare` from the function to
+    this module; making the module callable keeps both spellings valid.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str | None:
+        return prepare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+
+def _main(argv: list[str]) -> None:
+    from absl import flags
+
+    if len(argv) > 1:
+        raise SystemExit(f"error: unexpected arguments {argv[1:]}")
+    values = flags.FLAGS
+    try:
+        path = prepare(
+            values.dataset,
+            data_dir=values.data_dir,
+            manual_dir=values.manual_dir,
+            source_dir=values.source_dir,
+        )
+    except USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"{values.dataset}: ready in {path}" if path else f"{values.dataset}: nothing to do")
+
+
+def cli() -> None:
+    """Entry point of `python -m cnnjax.data.prepare` (flags are defined only here)."""
+    from absl import app, flags
+
+    flags.DEFINE_string("dataset", None, "catalog name, e.g. fashion_mnist or imagenet2012")
+    flags.DEFINE_string(
+        "data_dir", None, "tfds data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    flags.DEFINE_string(
+        "manual_dir",
+        None,
+        "folder with manually downloaded archives "
+        "(ImageNet: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar)",
+    )
+    flags.DEFINE_string("source_dir", None, "folder with local MNIST/Fashion-MNIST IDX .gz files")
+    flags.mark_flag_as_required("dataset")
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    cli()

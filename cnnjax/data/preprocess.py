@@ -1,0 +1,118 @@
+"""Per-example preprocessing: a source record -> the model-ready example the loader batches.
+
+| pipeline | train view                                  | eval view                          |
+|----------|---------------------------------------------|------------------------------------|
+| mnist    | decode, centred zero pad to image_size      | same (no augmentation, as LeNet-5) |
+| cifar    | decode, 4-px pad + random 32×32 crop + flip  | decode                             |
+| imagenet | fused decode + random-resized crop + flip   | resize shorter side, centre crop   |
+|          | (+ optional AlexNet PCA lighting)           | (or 10 crops)                      |
+| fake     | as generated                                | as generated                       |
+
+then per-channel `(x / 255 - mean) / std` in the requested dtype. The image work itself is in
+`cnnjax.data.augment`; random choices use grain's per-example generator, so a view is a
+deterministic function of (seed, index). A record whose image cannot be decoded becomes a
+zero placeholder with `SKIPPED` = 1, never scored: the train loader takes it out of the batch
+and counts it, the eval loader masks it out and counts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from cnnjax.data import augment
+
+SKIPPED = "_skipped"  # per-example 0/1: the record was undecodable and is not in the batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessor:
+    """Turns records into normalised examples; picklable, so it runs in grain worker processes."""
+
+    pipeline: str  # 'mnist' | 'cifar' | 'imagenet' | 'fake'
+    image_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dtype: Any = np.float32
+    resize_size: int = 256  # imagenet eval: shorter side before the centre crop
+    ten_crop: bool = False  # imagenet eval: (10, S, S, C) views instead of one
+    lighting_sigma: float = 0.0  # imagenet train: AlexNet PCA lighting strength
+    cifar_pad: int = 4
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape of one (single-view) output image."""
+        return (self.image_size, self.image_size, self.channels)
+
+    @property
+    def eval_image_shape(self) -> tuple[int, ...]:
+        """Shape of one eval example's image: (10, H, W, C) with ten_crop."""
+        return (10, *self.image_shape) if self.ten_crop else self.image_shape
+
+    def _placeholder(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """A stand-in for a missing example; it is never scored (skipped or masked)."""
+        return {"image": np.zeros(shape, self.dtype), "label": np.int32(0)}
+
+    def _decoded(self, data: Any) -> np.ndarray:
+        image = data if isinstance(data, np.ndarray) else augment.decode_image(data)
+        if image.shape[-1] != self.channels:
+            raise augment.CorruptImageError(
+                f"expected {self.channels} channels, decoded {image.shape}"
+            )
+        return image
+
+    def _pixels(self, record: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
+        data = record["image"]
+        if self.pipeline == "imagenet":
+            if rng is not None:
+                return augment.imagenet_train(
+                    data, rng, image_size=self.image_size, lighting_sigma=self.lighting_sigma
+                )
+            view = augment.imagenet_ten_crop if self.ten_crop else augment.imagenet_eval
+            return view(data, image_size=self.image_size, resize_size=self.resize_size)
+        image = self._decoded(data)
+        if self.pipeline == "mnist" and image.shape[0] != self.image_size:
+            return augment.pad_image(image, self.image_size)
+        if self.pipeline == "cifar" and rng is not None:
+            return augment.cifar_train(image, rng, pad=self.cifar_pad)
+        return image
+
+    def _example(self, record: dict[str, Any], rng: np.random.Generator | None) -> dict | None:
+        try:
+            pixels = self._pixels(record, rng)
+        except augment.CorruptImageError as e:
+            name = record.get("file_name", b"")
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            logging.warning("skipping undecodable image %s: %s", name or "(unnamed)", e)
+            return None
+        return {
+            "image": augment.normalize(pixels, self.mean, self.std, self.dtype),
+            "label": np.int32(record["label"]),
+        }
+
+    def train(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Augmented training example; an undecodable record gives a placeholder, SKIPPED=1."""
+        example = self._example(record, rng)
+        skipped = example is None
+        if skipped:
+            example = self._placeholder(self.image_shape)
+        example[SKIPPED] = np.int32(skipped)
+        return example
+
+    def eval(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Eval example with `mask`; padding and undecodable records are masked out (mask=False).
+
+        `item` is `{'record': record or None, 'valid': bool}` from `PaddedShard`.
+        """
+        valid = bool(item["valid"])
+        example = self._example(item["record"], None) if valid else None
+        scored = example is not None
+        if example is None:
+            example = self._placeholder(self.eval_image_shape)
+        example["mask"] = np.bool_(scored)
+        example[SKIPPED] = np.int32(valid and not scored)
+        return example

@@ -1,0 +1,307 @@
+"""Random-access sources the loader reads: prepared tfds datasets and the synthetic `fake` one.
+
+A source is a sequence of example dicts `{'image': ..., 'label': int}` with `len` and
+`__getitem__`, which is what `grain.MapDataset.source` takes. tfds sources come from
+`tfds.data_source` over ArrayRecord files (no TensorFlow at read time) with the image left
+encoded, so decoding happens in our own augmentation code where corrupt files are caught.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cnnjax.data.catalog import DatasetInfo, dataset_info, resolve_data_dir
+
+
+class DatasetNotPreparedError(ValueError):
+    """The dataset is not prepared (as ArrayRecord) in data_dir; the message says how to."""
+
+
+class UnknownSplitError(ValueError):
+    """The split name is not one the dataset has; the message lists the available ones."""
+
+
+def prepare_command(info: DatasetInfo, data_dir: str) -> str:
+    """The shell command that prepares `info` into `data_dir`."""
+    cmd = f"python -m cnnjax.data.prepare --dataset={info.name} --data_dir={shlex.quote(data_dir)}"
+    if info.manual_download:
+        cmd += " --manual_dir=DIR (DIR holding " + " and ".join(info.manual_files) + ")"
+    return cmd
+
+
+def _tfds():
+    # Imported on first use: tensorflow_datasets is cheap to import and never pulls in
+    # TensorFlow for reading, but `import cnnjax.data` should not pay for it at all.
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def prepared_builder(info: DatasetInfo, data_dir: str | os.PathLike | None) -> Any:
+    """The tfds builder of a dataset prepared as ArrayRecord in data_dir, else a clear error."""
+    if info.tfds_name is None:
+        raise ValueError(f"dataset {info.name!r} is synthetic; it has no tfds builder")
+    data_dir = resolve_data_dir(data_dir)
+    builder = _tfds().builder(info.tfds_name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise DatasetNotPreparedError(
+            f"dataset {info.name!r} is not prepared in {data_dir}; run: "
+            + prepare_command(info, data_dir)
+        )
+    file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
+    if file_format != "array_record":
+        raise DatasetNotPreparedError(
+            f"dataset {info.name!r} in {builder.data_path} is stored as {file_format}, but "
+            "loading needs ArrayRecord; convert it with `tfds convert_format "
+            f"--dataset_version_dir={builder.data_path} --out_file_format=array_record` "
+            "or prepare it into another --data_dir"
+        )
+    return builder
+
+
+def check_split(builder: Any, info: DatasetInfo, split: str) -> None:
+    """Raise UnknownSplitError unless `split` (tfds syntax, e.g. 'train[:10%]') is readable."""
+    try:
+        builder.info.splits[split]
+    except (KeyError, ValueError, AssertionError):
+        available = ", ".join(sorted(builder.info.splits))
+        raise UnknownSplitError(
+            f"dataset {info.name!r} has no split {split!r}; available: {available} "
+            "(tfds slicing like 'train[:90%]' also works)"
+        ) from None
+
+
+def open_tfds_source(
+    info: DatasetInfo, split: str, data_dir: str | os.PathLike | None
+) -> Sequence[dict[str, Any]]:
+    """Random-access source over a prepared split, images left as encoded bytes."""
+    builder = prepared_builder(info, data_dir)
+    check_split(builder, info, split)
+    tfds = _tfds()
+    return tfds.data_source(
+        info.tfds_name,
+        split=split,
+        data_dir=resolve_data_dir(data_dir),
+        download=False,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeSpec:
+    """Shape of the synthetic `fake` dataset (its image side is the loader's `image_size`)."""
+
+    num_classes: int = 10
+    channels: int = 3
+    train_examples: int = 10_000
+    eval_examples: int = 2_000
+    data_seed: int = 0  # which synthetic dataset; independent of the loader's shuffle seed
+
+    def __post_init__(self) -> None:
+        for field in ("num_classes", "channels", "train_examples", "eval_examples"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"FakeSpec.{field} must be a positive integer, got {value!r}")
+
+    def num_examples(self, split: str) -> int:
+        """Size of `split` ('train' or 'test')."""
+        return self.train_examples if _fake_split_id(split) == 0 else self.eval_examples
+
+
+_FAKE_SPLITS = ("train", "test")
+_TEMPLATE_GRID = 4  # each class is a 4×4×C grid of grey levels, stretched to the image size
+
+
+def _fake_split_id(split: str) -> int:
+    if split not in _FAKE_SPLITS:
+        raise UnknownSplitError(
+            f"dataset 'fake' has no split {split!r}; available: {', '.join(_FAKE_SPLITS)}"
+        )
+    return _FAKE_SPLITS.index(split)
+
+
+class FakeSource:
+    """Synthetic, learnable images: a per-class template plus per-example noise.
+
+    Example `i` of a split is a pure function of (data_seed, split, i): its label is drawn from
+    that example's generator, its image is the label's 4×4×C template (grey levels in
+    [48, 208], stretched to the image size) plus uniform noise in [-32, 32]. A small network
+    separates the classes within a few steps, so a short training run shows the loss drop.
+    """
+
+    def __init__(self, split: str, *, image_size: int, spec: FakeSpec = FakeSpec()):
+        if not isinstance(image_size, (int, np.integer)) or image_size <= 0:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        self.split_id = _fake_split_id(split)
+        self.image_size = int(image_size)
+        self.spec = spec
+        self._length = spec.num_examples(split)
+        # Nearest-neighbour stretch of the template grid: output row r reads grid row r*4//H.
+        self._grid_index = np.arange(self.image_size) * _TEMPLATE_GRID // self.image_size
+
+    def __len__(self) -> int:
+        return self._length
+
+    def template(self, label: int) -> np.ndarray:
+        """The (H, W, C) int16 class template every example of `label` is a noisy copy of."""
+        rng = np.random.default_rng((self.spec.data_seed, 7919, label))
+        grid = rng.integers(48, 209, size=(_TEMPLATE_GRID, _TEMPLATE_GRID, self.spec.channels))
+        rows = self._grid_index[:, None]
+        cols = self._grid_index[None, :]
+        return grid[rows, cols].astype(np.int16)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < self._length:
+            raise IndexError(f"fake index {index} out of range [0, {self._length})")
+        rng = np.random.default_rng((self.spec.data_seed, self.split_id, index))
+        label = int(rng.integers(self.spec.num_classes))
+        size, channels = self.image_size, self.spec.channels
+        noise = rng.integers(-32, 33, size=(size, size, channels), dtype=np.int16)
+        image = (self.template(label) + noise).astype(np.uint8)
+        return {"image": image, "label": label}
+
+
+def num_examples(
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    fake: FakeSpec | None = None,
+) -> int:
+    """Number of examples in a split (tfds slicing syntax allowed), e.g. for epoch lengths."""
+    info = dataset_info(name)
+    if info.tfds_name is None:
+        return (fake or FakeSpec()).num_examples(split)
+    builder = prepared_builder(info, data_dir)
+    check_split(builder, info, split)
+    return int(builder.info.splits[split].num_examples)
+
+
+def steps_per_epoch(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    train: bool,
+    data_dir: str | os.PathLike | None = None,
+    process_count: int | None = None,
+    fake: FakeSpec | None = None,
+) -> int:
+    """Batches each process yields per epoch for the per-process `batch_size`.
+
+    Training: floor(N / (batch_size × processes)), the global-batch count (ImageNet at 256:
+    1,281,167 // 256 = 5,004). Evaluation: ceil(ceil(N / processes) / batch_size), the padded
+    count every process yields so that all of them run the same number of steps.
+    """
+    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if process_count is None:
+        import jax
+
+        process_count = jax.process_count()
+    total = num_examples(name, split, data_dir, fake=fake)
+    if train:
+        return total // (batch_size * process_count)
+    per_process = -(-total // process_count)
+    return -(-per_process // batch_size)
+
+
+class PaddedShard:
+    """One process's share of an eval split, padded so that every process has the same length.
+
+    Item j is example `shard_index + j * shard_count` of `source` while that exists, then
+    padding. All processes get length ceil(ceil(N / shard_count) / batch_size) * batch_size,
+    so they run the same number of eval steps (a collective in the step would otherwise hang),
+    and the union of their real items is the split, each example exactly once.
+    """
+
+    def __init__(self, source: Sequence[Any], shard_index: int, shard_count: int, batch_size: int):
+        total = len(source)
+        self.source = source
+        self.shard_index = shard_index
+        self.shard_count = shard_count
+        self.num_real = len(range(shard_index, total, shard_count))
+        per_process = -(-total // shard_count)
+        self.num_batches = -(-per_process // batch_size)
+        self._length = self.num_batches * batch_size
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < self._length:
+            raise IndexError(f"index {index} out of range [0, {self._length})")
+        if index < self.num_real:
+            record = self.source[self.shard_index + index * self.shard_count]
+            return {"record": record, "valid": True}
+        return {"record": None, "valid": False}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Batch read (grain calls it once per batch): one source read for the real items."""
+        indices = [int(i) for i in indices]
+        if any(not 0 <= i < self._length for i in indices):
+            raise IndexError(f"indices out of range [0, {self._length}): {indices}")
+        positions = [self.shard_index + i * self.shard_count for i in indices if i < self.num_real]
+        read_many = getattr(self.source, "__getitems__", None)
+        records = iter(read_many(positions) if read_many else [self.source[p] for p in positions])
+        padding = {"record": None, "valid": False}
+        return [
+            {"record": next(records), "valid": True} if i < self.num_real else padding
+            for i in indices
+        ]
+
+
+class InMemorySource:
+    """A small split read into memory on first access, with batched reads.
+
+    tfds's single-record ArrayRecord read costs ~100 µs, more than decoding a 28×28 PNG;
+    reading MNIST or CIFAR whole in batches of `chunk` (~30 µs a record) takes a second or
+    two and leaves only the decode per example. Pickling (to grain workers) sends the
+    underlying source, not the records; each process loads its own copy.
+    """
+
+    def __init__(self, source: Sequence[Any], chunk: int = 4096):
+        self.source = source
+        self.chunk = chunk
+        self._length = len(source)
+        self._records: list[Any] | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _load(self) -> list[Any]:
+        with self._lock:
+            if self._records is None:
+                read_many = getattr(self.source, "__getitems__", None)
+                records: list[Any] = []
+                for start in range(0, self._length, self.chunk):
+                    keys = list(range(start, min(start + self.chunk, self._length)))
+                    records.extend(
+                        read_many(keys) if read_many else map(self.source.__getitem__, keys)
+                    )
+                self._records = records
+        return self._records
+
+    def __getitem__(self, index: int) -> Any:
+        records = self._records if self._records is not None else self._load()
+        return records[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        records = self._records if self._records is not None else self._load()
+        return [records[i] for i in indices]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "chunk": self.chunk}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["source"], state["chunk"])

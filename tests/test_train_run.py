@@ -1,0 +1,152 @@
+"""End-to-end runs of `experiments.fake`: learning, artifacts, exact resume after kill -9,
+2 processes == 1 process, NaN stop, workdir mismatch, and one-line errors for bad flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnnjax.checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+COMMON = ["--model=lenet5", "--batch_size=32", "--lr=0.01", "--log_every_steps=5", "--seed=3"]
+
+
+def _env(devices: int = 1) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNNJAX_")}
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _run(*flags: str, devices: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.fake", *flags],
+        cwd=REPO,
+        env=_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _events(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _params(workdir: Path, step: int | None = None) -> list[np.ndarray]:
+    _, variables, _ = cnnjax.checkpoint.load(workdir, step)
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(variables)]
+
+
+def test_short_run_learns_and_writes_its_artifacts(tmp_path):
+    out = _run(*COMMON, "--max_steps=40", f"--workdir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    train = [e for e in _events(tmp_path) if e["split"] == "train"]
+    assert train[-1]["loss"] < 0.5 * train[0]["loss"]
+    assert {"step", "epoch", "wall_time", "loss", "top1", "top5", "lr", "grad_norm"} <= set(
+        train[0]
+    )
+    evals = [e for e in _events(tmp_path) if e["split"] == "eval"]
+    assert evals and evals[-1]["examples"] == 2000  # every fake test example, scored once
+    for name in ("config.json", "curves.png", "metrics.jsonl"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == "lenet5"
+    assert "best eval top-1" in out.stdout
+
+
+def test_kill_minus_9_then_resume_is_bit_identical(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    flags = [*COMMON, "--max_steps=40", "--checkpoint_every_steps=4"]
+    assert _run(*flags, f"--workdir={straight}").returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.fake", *flags, f"--workdir={killed}"],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpts, deadline = killed / "checkpoints", time.time() + 240
+    # Kill the moment a save is in flight after step 12 (or once step 24 is safely written).
+    while time.time() < deadline and proc.poll() is None:
+        names = [p.name for p in ckpts.iterdir()] if ckpts.exists() else []
+        steps = [int(n) for n in names if n.isdigit()]
+        if (any("tmp" in n for n in names) and max(steps, default=0) >= 12) or 24 in steps:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    resumed = _run(*flags, f"--workdir={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed" in resumed.stderr
+    for a, b in zip(_params(straight, 40), _params(killed, 40), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not [p for p in (killed / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+def test_two_processes_agree_with_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    flags = [*COMMON, "--max_steps=20", "--log_every_steps=1"]
+    assert _run(*flags, f"--workdir={one}").returncode == 0
+    launched = subprocess.run(
+        [str(REPO / "launch.sh"), "--nproc=2", "experiments.fake", *flags, f"--workdir={two}"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    losses = [[e["loss"] for e in _events(d) if e["split"] == "train"] for d in (one, two)]
+    # Same global batches (process k takes every 2nd example of the same shuffled order).
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    for a, b in zip(_params(one), _params(two), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_nan_loss_stops_in_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+    assert _run(*COMMON, "--max_steps=10", f"--workdir={tmp_path}").returncode == 0
+    diverge = _run(
+        *COMMON[:2], "--lr=1e9", "--log_every_steps=1", "--max_steps=30", f"--workdir={tmp_path}"
+    )
+    assert diverge.returncode == 2
+    assert diverge.stderr.strip().splitlines()[-1].startswith("error: loss became nan")
+    assert "Traceback" not in diverge.stderr
+    assert all(np.isfinite(p).all() for p in _params(tmp_path))
+    assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == 10
+
+
+def test_a_workdir_of_another_model_is_refused_untouched(tmp_path):
+    assert _run(*COMMON, "--max_steps=5", f"--workdir={tmp_path}").returncode == 0
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    other = _run("--model=small_convnet", "--max_steps=5", f"--workdir={tmp_path}")
+    assert other.returncode == 2
+    assert "holds checkpoints of another run: model 'lenet5'" in other.stderr
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "flags,devices,message",
+    [
+        (["--model=lenet"], 1, "unknown model 'lenet' (did you mean lenet5"),
+        (["--batch_size=100"], 8, "use --batch_size=96 or 104"),
+        (["--recipe=resnet"], 1, "unknown recipe 'resnet'; choose one of"),
+        (["--batch_size=20000"], 1, "exceeds the 10000 training examples"),
+    ],
+)
+def test_bad_flags_fail_in_one_line(tmp_path, flags, devices, message):
+    out = _run(*flags, f"--workdir={tmp_path}", devices=devices)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert message in last and "Traceback" not in out.stderr
