@@ -150,3 +150,35 @@ def test_bad_flags_fail_in_one_line(tmp_path, flags, devices, message):
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert message in last and "Traceback" not in out.stderr
+
+
+def test_sigterm_saves_then_the_run_resumes_on_more_devices(tmp_path):
+    flags = [*COMMON, "--max_steps=400", "--checkpoint_every_steps=1000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.fake", *flags, f"--workdir={tmp_path}"],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+        time.sleep(0.05)  # the first log line means training is under way
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "preempted at step" in stdout
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved and 0 < max(saved) < 400  # a checkpoint at the step SIGTERM arrived
+    # Resume the same run on 8 devices (batch 32 splits 4 per device): the state is resharded.
+    resumed = _run(*COMMON, f"--max_steps={max(saved) + 8}", f"--workdir={tmp_path}", devices=8)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed {tmp_path} from step {max(saved)}" in resumed.stderr
+
+
+def test_bfloat16_compute_trains(tmp_path):
+    out = _run(*COMMON, "--dtype=bfloat16", "--max_steps=30", f"--workdir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    train = [e for e in _events(tmp_path) if e["split"] == "train"]
+    assert train[-1]["loss"] < 0.5 * train[0]["loss"]
+    assert all(p.dtype == np.float32 for p in _params(tmp_path))  # params stay float32
