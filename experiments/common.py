@@ -6,9 +6,12 @@ Precedence: TrainConfig defaults ← the experiment's defaults (dataset, model) 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 from absl import app, flags
 
 from cnnjax.cli import run_cli
@@ -125,7 +128,21 @@ def run(dataset: str, default_model: str) -> None:
 
         config = config_from_flags(dataset, default_model)
         model_spec(config.model)  # unknown model: one line with the list
-        result = train_and_evaluate(config)
+        try:
+            result = train_and_evaluate(config)
+        except jax.errors.JaxRuntimeError as e:
+            if jax.process_count() == 1:
+                raise
+            # A peer died mid-collective: say so in one line and leave without the shutdown
+            # barrier, which would wait for the dead process.
+            first = str(e).strip().splitlines()[0]
+            print(
+                f"error: process {jax.process_index()}: another process of this run failed "
+                f"({first[:200]}); resume from the last checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
         print(summary_line(result))
 
     app.run(run_cli(main))

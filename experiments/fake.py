@@ -1,4 +1,4 @@
-"""Train on synthetic `fake` images (benchmarks, smoke tests): `python -m experiments.fake [flags]`."""
+"""Train on synthetic `fake` images (benchmarks, smoke tests): `python -m experiments.fake`."""
 
 from experiments import common
 

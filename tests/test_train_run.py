@@ -182,3 +182,52 @@ def test_bfloat16_compute_trains(tmp_path):
     train = [e for e in _events(tmp_path) if e["split"] == "train"]
     assert train[-1]["loss"] < 0.5 * train[0]["loss"]
     assert all(p.dtype == np.float32 for p in _params(tmp_path))  # params stay float32
+
+
+def test_when_a_process_dies_the_other_stops_within_a_minute(tmp_path):
+    # Two processes started as a cluster scheduler would (no launch.sh to kill the survivor):
+    # the survivor's collective fails or the coordination heartbeat times out.
+    port = _free_port()
+    procs = []
+    for index in range(2):
+        env = {
+            **_env(),
+            "CNNJAX_COORDINATOR": f"127.0.0.1:{port}",
+            "CNNJAX_NUM_PROCESSES": "2",
+            "CNNJAX_PROCESS_ID": str(index),
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "experiments.fake",
+                    *COMMON,
+                    "--max_steps=100000",
+                    f"--workdir={tmp_path}",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    deadline = time.time() + 180
+    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+        time.sleep(0.1)
+    assert (tmp_path / "metrics.jsonl").exists(), "training never started"
+    procs[1].kill()
+    start = time.time()
+    _, stderr = procs[0].communicate(timeout=90)
+    assert time.time() - start < 60
+    assert procs[0].returncode != 0
+    assert "another process of this run failed" in stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
