@@ -72,6 +72,12 @@ flags.DEFINE_boolean("ten_crop", None, "evaluate with 10 crops (ImageNet)")
 flags.DEFINE_integer("checkpoint_every_steps", None, "asynchronous checkpoint interval")
 flags.DEFINE_integer("keep_checkpoints", None, "latest checkpoints kept (plus the best)")
 flags.DEFINE_integer("log_every_steps", None, "log interval")
+flags.DEFINE_string(
+    "init_from",
+    None,
+    "start from this run's weights; the head is re-initialised when --num_classes differs",
+)
+flags.DEFINE_enum("freeze", None, ["", "backbone"], "backbone: train only the classifier head")
 flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
 
 _LISTS_OF_FLOATS = {"lr_decay_epochs": float, "lr_decay_steps": int}

@@ -18,6 +18,8 @@ class TrainConfig:
     data_dir: str | None = None
     image_size: int | None = None  # None: the dataset's / model's native size
     num_classes: int | None = None  # None: the dataset's number of classes
+    init_from: str | None = None  # start from this run's weights (new head where shapes differ)
+    freeze: str = ""  # 'backbone': train only the classifier head
     # Optimisation (SGD with momentum, L2 as the papers did it).
     batch_size: int = 128  # global, over all devices of all processes
     epochs: float = 10.0

@@ -109,6 +109,16 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> Optimizer:
         parts.append(optax.scale_by_learning_rate(schedule))
     else:
         raise ValueError(f"decay_mode must be 'coupled' or 'decoupled', got {config.decay_mode!r}")
+    tx = optax.chain(*parts)
+    if config.freeze == "backbone":
+        from cnnjax.train.transfer import freeze_labels
+
+        tx = optax.multi_transform(
+            {"train": tx, "frozen": optax.set_to_zero()},
+            lambda params: freeze_labels(params, config.num_classes),
+        )
+    elif config.freeze:
+        raise ValueError(f"--freeze must be 'backbone' or empty, got {config.freeze!r}")
     plateau = None
     if config.lr_schedule == "plateau":
         plateau = optax.contrib.reduce_on_plateau(
@@ -116,7 +126,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> Optimizer:
             patience=config.plateau_patience,
             min_scale=config.plateau_min_scale,
         )
-    return Optimizer(optax.chain(*parts), schedule, plateau)
+    return Optimizer(tx, schedule, plateau)
 
 
 def plateau_scale(plateau_state: Any) -> jax.Array:

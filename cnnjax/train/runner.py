@@ -28,6 +28,7 @@ from cnnjax.train.config import TrainConfig
 from cnnjax.train.logger import RunLogger, plot_curves
 from cnnjax.train.optim import base_learning_rate, make_optimizer, total_steps
 from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
+from cnnjax.train.transfer import init_from_run
 
 EVAL_BATCH_PER_DEVICE = 64
 
@@ -212,6 +213,8 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
     if restored is not None:
         state, start_step = restored
         logging.info("resumed %s from step %d", config.workdir, start_step)
+    elif config.init_from:
+        state = init_from_run(state, config.init_from)
     if is_main:
         Path(config.workdir).mkdir(parents=True, exist_ok=True)
         (Path(config.workdir) / "config.json").write_text(config.to_json())

@@ -100,7 +100,9 @@ def train_step(
 ) -> tuple[TrainState, Metrics]:
     """One SGD step on a global batch: forward, loss (+aux), backward, update; returns metrics."""
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    mutable = [k for k in ("batch_stats",) if k in state.model_state]
+    # A frozen backbone keeps its BN statistics as loaded (no running-average updates).
+    frozen = config.freeze == "backbone"
+    mutable = [k for k in ("batch_stats",) if k in state.model_state and not frozen]
     images, labels = batch["image"], batch["label"]
 
     def loss_fn(params):

@@ -1,0 +1,82 @@
+"""Transfer learning: start from another run's weights with a new head; freeze the backbone.
+
+`--init_from=WORKDIR` copies every parameter and BN statistic whose path and shape match from
+that run's latest checkpoint; the rest (normally the classifier, re-sized for `--num_classes`)
+keeps its fresh initialisation. `--freeze=backbone` trains only the head: an optax
+`multi_transform` zeroes every other update (weight decay included), and the backbone's BN
+statistics stay as loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from flax import traverse_util
+
+FREEZE_CHOICES = ("", "backbone")
+
+
+def head_paths(params: Any, num_classes: int) -> set[tuple[str, ...]]:
+    """Modules whose kernel produces `num_classes` outputs: the classifier(s), aux heads too."""
+    flat = traverse_util.flatten_dict(params)
+    return {
+        path[:-1]
+        for path, leaf in flat.items()
+        if path[-1] == "kernel" and leaf.shape[-1] == num_classes
+    }
+
+
+def freeze_labels(params: Any, num_classes: int) -> Any:
+    """'train' for head parameters, 'frozen' for the rest (labels for optax.multi_transform)."""
+    heads = head_paths(params, num_classes)
+    if not heads:
+        raise ValueError(
+            f"--freeze=backbone: found no classifier with {num_classes} outputs to train"
+        )
+    flat = traverse_util.flatten_dict(params)
+    labels = {path: "train" if path[:-1] in heads else "frozen" for path in flat}
+    return traverse_util.unflatten_dict(labels)
+
+
+def _merge(fresh: Any, source: Any, kind: str) -> tuple[Any, list[str], list[str]]:
+    """Copy source leaves into `fresh` where path and shape agree; report what was (not) copied."""
+    fresh_flat = traverse_util.flatten_dict(fresh)
+    source_flat = traverse_util.flatten_dict(source)
+    copied, kept = [], []
+    merged = {}
+    for path, leaf in fresh_flat.items():
+        other = source_flat.get(path)
+        if other is not None and tuple(other.shape) == tuple(leaf.shape):
+            merged[path] = jax.device_put(np.asarray(other, dtype=leaf.dtype), leaf.sharding)
+            copied.append("/".join(path))
+        else:
+            merged[path] = leaf
+            kept.append("/".join(path))
+    if kept:
+        logging.info("init_from: %s freshly initialised: %s", kind, ", ".join(kept))
+    return traverse_util.unflatten_dict(merged), copied, kept
+
+
+def init_from_run(state: Any, workdir: str) -> Any:
+    """The train state with the weights of run `workdir` wherever names and shapes agree."""
+    from cnnjax.checkpoint import load
+
+    _, variables, source_config = load(workdir)
+    params, copied, _ = _merge(state.params, variables["params"], "params")
+    if not copied:
+        raise ValueError(
+            f"--init_from={workdir}: its {source_config.model} shares no parameter with this "
+            "model; start from a run of the same architecture"
+        )
+    model_state = dict(state.model_state)
+    if "batch_stats" in model_state and "batch_stats" in variables:
+        model_state["batch_stats"], _, _ = _merge(
+            model_state["batch_stats"], variables["batch_stats"], "batch_stats"
+        )
+    logging.info(
+        "init_from %s (%s): copied %d parameter arrays", workdir, source_config.model, len(copied)
+    )
+    return state.replace(params=params, model_state=model_state)
