@@ -151,35 +151,36 @@ def _pool_pads(
     return resolved
 
 
-class MaxPool(nn.Module):
-    """Max pooling with size checking; `ceil_mode=True` rounds the output up like Caffe."""
+class _Pool(nn.Module):
+    """Window, stride and padding of a size-checked pooling layer."""
 
     window: IntPair = 2
     stride: IntPair | None = None
     padding: Padding = 0
     ceil_mode: bool = False
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def geometry(self, x: jax.Array) -> tuple[tuple[int, int], tuple[int, int], list]:
+        """(window, strides, explicit pads) for input `x`, after checking that it fits."""
         window, strides = _pair(self.window), _pair(self.stride or self.window)
         pads = _pool_pads(
             _layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode
         )
+        return window, strides, pads
+
+
+class MaxPool(_Pool):
+    """Max pooling with size checking; `ceil_mode=True` rounds the output up like Caffe."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        window, strides, pads = self.geometry(x)
         return nn.max_pool(x, window, strides, padding=pads)
 
 
-class AvgPool(nn.Module):
+class AvgPool(_Pool):
     """Average pooling with size checking; zero padding counts in the mean (PyTorch default)."""
 
-    window: IntPair = 2
-    stride: IntPair | None = None
-    padding: Padding = 0
-    ceil_mode: bool = False
-
     def __call__(self, x: jax.Array) -> jax.Array:
-        window, strides = _pair(self.window), _pair(self.stride or self.window)
-        pads = _pool_pads(
-            _layer_name(self), x.shape[1:3], window, strides, self.padding, self.ceil_mode
-        )
+        window, strides, pads = self.geometry(x)
         # As in Caffe/PyTorch, the given zero padding counts in the mean; ceil mode's overhang not.
         given = _axis_pads(self.padding, x.shape[1:3], window, strides, (1, 1))
         x = jnp.pad(x, ((0, 0), *given, (0, 0)))

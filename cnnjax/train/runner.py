@@ -129,22 +129,32 @@ def _fetch(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
     return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
 
 
+def make_run_loader(
+    config: TrainConfig, split: str, *, train: bool, batch_size: int, image_size: int
+) -> cdata.Loader:
+    """The run's loader for `split`: its dataset, data_dir, seed, workers, dtype and fake spec."""
+    return cdata.make_loader(
+        config.dataset,
+        split,
+        batch_size=batch_size,
+        train=train,
+        data_dir=config.data_dir,
+        image_size=image_size,
+        seed=config.seed,
+        ten_crop=config.ten_crop and not train,
+        workers=config.workers,
+        dtype=config.dtype,
+        fake=fake_spec(config),
+    )
+
+
 def evaluate(
     steps: Steps, state: TrainState, config: TrainConfig, image_size: int, local_batch: int
 ) -> dict[str, float]:
     """top-1/top-5/loss over every example of the eval split (padded batches with a mask)."""
     info = cdata.dataset_info(config.dataset)
-    loader = cdata.make_loader(
-        config.dataset,
-        info.eval_split,
-        batch_size=local_batch,
-        train=False,
-        data_dir=config.data_dir,
-        image_size=image_size,
-        ten_crop=config.ten_crop,
-        workers=config.workers,
-        dtype=config.dtype,
-        fake=fake_spec(config),
+    loader = make_run_loader(
+        config, info.eval_split, train=False, batch_size=local_batch, image_size=image_size
     )
     totals = None
     for batch in loader:
@@ -190,17 +200,8 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
     )
     optimizer = make_optimizer(config, steps_per_epoch)
     steps = Steps(model, optimizer, config, mesh)
-    train_iter = cdata.make_loader(
-        config.dataset,
-        info.train_split,
-        batch_size=local_batch,
-        train=True,
-        data_dir=config.data_dir,
-        image_size=image_size,
-        seed=config.seed,
-        workers=config.workers,
-        dtype=config.dtype,
-        fake=fake,
+    train_iter = make_run_loader(
+        config, info.train_split, train=True, batch_size=local_batch, image_size=image_size
     )
     channels = fake.channels if fake is not None else info.channels
     example = np.zeros((local_batch, image_size, image_size, channels), np.float32)
