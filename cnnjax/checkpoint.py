@@ -147,6 +147,23 @@ def read_config(workdir: str | Path, step: int | None = None) -> TrainConfig:
     return TrainConfig.from_json(path.read_text())
 
 
+def _restore_state(workdir: str | Path, step: int) -> Any:
+    with ocp.CheckpointManager(
+        checkpoint_dir(workdir),
+        item_handlers={"state": ocp.StandardCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(read_only=True),
+    ) as manager:
+        # Restore onto this process's first device, whatever topology saved it (resharding).
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            dict(manager.item_metadata(step)["state"]),
+        )
+        return manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )
+
+
 def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict, TrainConfig]:
     """`(model, variables, config)` of a run's checkpoint (default: the latest) for research code.
 
@@ -161,20 +178,12 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
         raise ValueError(f"no checkpoint at step {step}; available: {', '.join(map(str, steps))}")
     step = steps[-1] if step is None else step
     config = read_config(workdir, step)
-    with ocp.CheckpointManager(
-        checkpoint_dir(workdir),
-        item_handlers={"state": ocp.StandardCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True),
-    ) as manager:
-        # Restore onto this process's first device, whatever topology saved it (resharding).
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-            dict(manager.item_metadata(step)["state"]),
-        )
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-        )
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # a read-only manager warns about what it will not do
+    try:
+        restored = _restore_state(workdir, step)
+    finally:
+        logging.set_verbosity(verbosity)
     state = restored.state
     model = create_model(config.model, num_classes=config.num_classes)
     variables = {"params": state["params"], **state.get("model_state", {})}
