@@ -24,7 +24,7 @@ TRAJECTORY = textwrap.dedent(
     from cnnjax.train.config import TrainConfig
     from cnnjax.train.optim import make_optimizer
     from cnnjax.train.step import Steps, make_mesh
-    config = TrainConfig(model="resnet20", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=16)
+    config = TrainConfig(model="resnet20", lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=16)
     model = cnnjax.create_model("resnet20", num_classes=10)
     steps = Steps(model, make_optimizer(config, 10), config, make_mesh())
     rng = np.random.default_rng(0)
@@ -52,8 +52,11 @@ def _trajectory(devices: int) -> dict:
 def test_eight_devices_follow_the_one_device_trajectory():
     one, eight = _trajectory(1), _trajectory(8)
     assert (one["devices"], eight["devices"]) == (1, 8)
-    # Global-batch BN and an all-reduced gradient make the runs the same up to float reordering.
-    np.testing.assert_allclose(eight["losses"], one["losses"], rtol=2e-4)
+    # Global-batch BN and an all-reduced gradient make the runs the same up to float reordering
+    # (per-device BN over 2 examples, or a wrong gradient average, would differ by >1e-2 at once).
+    # Reordering differences are ~1e-6 after one update and grow slowly with the steps.
+    np.testing.assert_allclose(eight["losses"][:2], one["losses"][:2], rtol=2e-5)
+    np.testing.assert_allclose(eight["losses"], one["losses"], rtol=2e-3)
     assert one["losses"][-1] != one["losses"][0]
 
 
