@@ -1,6 +1,7 @@
 """Per-layer model tables (output shape, parameters, MACs, activation memory), as in lectures.
 
     python -m cnnjax.summary --model=alexnet [--input_size=227] [--format=text|markdown|csv|flax]
+    python -m cnnjax.summary --model=resnet18 --layers [--depth=2]   # names for cnnjax.features
 
 Shapes come from one abstract forward pass (`jax.eval_shape`, nothing is computed or allocated),
 with a flax method interceptor recording every module call. MACs are counted the way
@@ -304,6 +305,26 @@ def flax_table(
     return module.tabulate(jax.random.key(0), x, depth=depth, console_kwargs={"width": 160})
 
 
+def format_layer_names(
+    model: str, input_shape: Sequence[int] | None = None, depth: int | None = None
+) -> str:
+    """The layer names `cnnjax.features` accepts for a registered model, in call order, with
+    their output shapes; `depth` keeps names of at most that many path parts."""
+    from cnnjax.features import feature_shapes
+
+    spec = model_spec(model)
+    shape = tuple(input_shape) if input_shape is not None else spec.input_shape
+    shapes = feature_shapes(create_model(model), shape, spec.input_dtype)
+    rows = [
+        (name, "×".join(map(str, out)))
+        for name, out in shapes.items()
+        if depth is None or name.count("/") < depth
+    ]
+    width = max(len(name) for name, _ in [("layer", ""), *rows])
+    lines = [f"{'layer'.ljust(width)}  output shape"] + [f"{n.ljust(width)}  {s}" for n, s in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str]) -> None:
     from absl import flags
 
@@ -318,6 +339,9 @@ def main(argv: Sequence[str]) -> None:
             if len(spec_shape) == 1
             else (cfg.input_size, cfg.input_size, spec_shape[-1])
         )
+    if cfg.layers:
+        sys.stdout.write(format_layer_names(cfg.model, shape, cfg.depth))
+        return
     if cfg.format == "flax":
         print(flax_table(cfg.model, shape, cfg.depth))
         return
@@ -335,6 +359,9 @@ def _define_flags() -> None:
     flags.DEFINE_enum("format", "text", ["text", "markdown", "csv", "flax"], "output format")
     flags.DEFINE_integer("depth", None, "group rows at this depth of the module tree")
     flags.DEFINE_string("dtype", "float32", "compute dtype; sets bytes per activation")
+    flags.DEFINE_boolean(
+        "layers", False, "list the layer names cnnjax.features accepts (with --depth: fewer)"
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ after the ReLU of conv1 and conv2, before the overlapping 3×3/2 max-pools; drop
 outputs of fc6 and fc7; weights N(0, 0.01²), biases 1 in conv2, conv4, conv5, fc6 and fc7
 (to give ReLUs positive inputs early on) and 0 elsewhere. `lrn=False` drops the normalisation
 (the paper's ablation: +1.4% top-1 error).
+
+Layer names (for `cnnjax.features`): the table's rows, `conv1` ... `fc8`, plus `drop6` and
+`drop7`. A conv's or FC's feature is its output before the ReLU; `norm1`/`norm2` follow the
+ReLU, and `drop6`/`drop7` are ReLU(fc6)/ReLU(fc7) (dropout is the identity in inference), the
+"FC7 features" used for transfer.
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ Convs are bias-free with He fan-out normal init (the authors' Lua code: N(0, sqr
 BN uses PyTorch's momentum/eps. Overrides: `growth_rate` (the stem follows as 2k unless
 `stem_features` is given), `dropout_rate` (after every conv but the first, paper Sec. 4.2),
 `bn_size`, `compression`.
+
+Layer names (for `cnnjax.features`): `conv1`, `pool1` (ImageNet stem only), `denseblock1` ...
+`denseblock4` (the concatenated maps; three in DenseNet-BC), `transition1` ... `transition3`,
+`final_norm` (before the last ReLU), `fc`; inside a block the layers `denseblock2/denselayer5`,
+with their BN-ReLU-conv units `.../conv1` (1×1) and `.../conv2` (3×3).
 """
 
 from __future__ import annotations

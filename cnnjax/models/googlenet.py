@@ -39,6 +39,14 @@ In training (`train=True`) with `aux_logits=True` the model returns `(logits, (a
 the paper adds the auxiliary losses with weight `AUX_LOSS_WEIGHT` = 0.3 (Sec. 5). In evaluation it
 returns the logits only. The final 7×7 average pool is a global average pool, so other input
 sizes work as long as every pool window fits.
+
+Layer names (for `cnnjax.features`): `conv1`, `pool1`, `norm1`, `conv2_reduce`, `conv2`,
+`norm2`, `pool2`, `inception_3a`, `inception_3b`, `pool3`, `inception_4a`, `inception_4b`,
+`inception_4c`, `inception_4d`, `inception_4e`, `pool4`, `inception_5a`, `inception_5b`,
+`Dropout_0` (the pooled 1024-d feature; dropout is the identity in inference), `fc` (`norm1`,
+`norm2` only in `googlenet`). Conv units end with their ReLU;
+an inception module's branches are `inception_3a/1x1`, `/3x3_reduce`, `/3x3`, `/5x5_reduce`,
+`/5x5`, `/pool`, `/pool_proj`. The heads `aux1`, `aux2` run only in training.
 """
 
 from __future__ import annotations

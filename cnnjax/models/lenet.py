@@ -16,6 +16,10 @@ LeNet-5, input 32×32×1 (a 28×28 digit padded by 2):
 The paper's trainable subsampling, partial C3 table and RBF output are replaced by max-pool,
 full C3 and a linear classifier (the usual modern form); `activation=` and `pool=` select the
 paper's tanh/average variants.
+
+Layer names (for `cnnjax.features`; `python -m cnnjax.summary --model=lenet5 --layers`):
+LeNet-5 `c1`, `s2`, `c3`, `s4`, `c5`, `f6`, `output`, the table's rows (`c1`, `c3`, `c5`, `f6`
+before their activation); the small convnet `conv1`, `pool1`, `conv2`, `pool2`, `conv3`, `fc`.
 """
 
 from __future__ import annotations

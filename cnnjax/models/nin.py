@@ -23,6 +23,10 @@ Init: He-normal weights (fan-in, for ReLU) and zero biases, our choice; the orig
 hand-tuned Gaussian scales per layer (cuda-convnet initW 0.001 for conv1, 0.01 for cccp1-2).
 Param paths: `mlpconv1/conv`, `mlpconv1/cccp1`, `mlpconv1/cccp2`, ... (Caffe's conv1, cccp1,
 cccp2, conv2, cccp3, ..., cccp6).
+
+Layer names (for `cnnjax.features`): `mlpconv1`, `pool1`, `drop1`, `mlpconv2`, `pool2`, `drop2`,
+`mlpconv3` (the ten class maps the global average turns into logits); mlpconv outputs follow
+their last ReLU, their convs `mlpconv1/conv`, `/cccp1`, `/cccp2` come before it.
 """
 
 from __future__ import annotations

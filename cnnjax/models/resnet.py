@@ -36,6 +36,12 @@ of every block starts at 0), `shortcut='A'|'B'`.
 Inputs too small for a layer raise `InputTooSmallError`; note that every ResNet layer is padded
 so that any input of at least 1×1 fits (as in torchvision): ResNet-50 on 16×16 runs, with
 layer3 and layer4 at 1×1.
+
+Layer names (for `cnnjax.features`): the tables' rows, `conv1` (conv-BN-ReLU), `pool1`
+(ImageNet only), the stages `layer1` ... `layer4`, `fc`; inside a stage the blocks
+`layer3/block2` (after the block's final ReLU) and their units `layer3/block2/conv1`,
+`.../conv2` (`conv3` in bottlenecks; the last unit before the addition) and `.../shortcut`
+(projections). `python -m cnnjax.summary --model=resnet50 --layers --depth=2` lists them.
 """
 
 from __future__ import annotations

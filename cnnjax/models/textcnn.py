@@ -33,6 +33,10 @@ row is masked to zero in the forward pass, so it never changes the output or get
 Training recipe (Sec. 3.1): Adadelta (ρ=0.95), batch 50, and an l2 max-norm of 3 on the
 softmax weight columns after each update (`clip_fc_norms`).
 Init (our choice): Glorot-uniform conv and fc weights, zero biases.
+
+Layer names (for `cnnjax.features`): `conv_h3`, `conv_h4`, `conv_h5` (per-position feature maps
+before ReLU and max-over-time pooling), `dropout` (the pooled sentence vector, 3 × maps wide;
+the identity in inference), `fc`.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ conv channel (8,448 of each for VGG-16-BN). Param paths: `conv{stage}_{i}/conv`,
 Init: Glorot-uniform weights and zero biases (`weight_init="glorot"`, the default); the paper
 (Sec. 3.1) notes that this init removes the need to pre-train the deeper nets from net A.
 `weight_init="gaussian"` is the paper's N(0, 0.01²), with which it trained net A from scratch.
+
+Layer names (for `cnnjax.features`): `conv{stage}_{i}` (a conv[-BN]-ReLU unit, after its ReLU;
+`conv{stage}_{i}/conv` before it), `pool1` ... `pool5`, `fc6`, `fc7` (before their ReLU),
+`drop6`, `drop7` (after it, dropout being the identity in inference), `fc8`.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ AlexNet's order); the paper gives no constants for it, so AlexNet's LRN (k=2, n=
 β=0.75) is used. Sec. 3: weights initialised at 10⁻² (taken as N(0, 0.01²)), biases 0, dropout
 0.5 on fc6/fc7, and conv filters whose RMS exceeds 0.1 renormalised to 0.1 after each update
 (`renormalize_filters`). Count: model_zoo.md §4.
+
+Layer names (for `cnnjax.features`): the table's rows, `conv1` ... `fc8`, plus `drop6` and
+`drop7` (= ReLU(fc6), ReLU(fc7) in inference); convs and FCs are read before their ReLU.
 """
 
 from __future__ import annotations
