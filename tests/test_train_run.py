@@ -184,9 +184,8 @@ def test_bfloat16_compute_trains(tmp_path):
     assert all(p.dtype == np.float32 for p in _params(tmp_path))  # params stay float32
 
 
-def test_when_a_process_dies_the_other_stops_within_a_minute(tmp_path):
-    # Two processes started as a cluster scheduler would (no launch.sh to kill the survivor):
-    # the survivor's collective fails or the coordination heartbeat times out.
+def _start_cluster(workdir: Path) -> list[subprocess.Popen]:
+    """Two processes started as a cluster scheduler would (no launch.sh watching them)."""
     port = _free_port()
     procs = []
     for index in range(2):
@@ -196,30 +195,53 @@ def test_when_a_process_dies_the_other_stops_within_a_minute(tmp_path):
             "CNNJAX_NUM_PROCESSES": "2",
             "CNNJAX_PROCESS_ID": str(index),
         }
+        command = [
+            sys.executable,
+            "-m",
+            "experiments.fake",
+            *COMMON,
+            "--max_steps=100000",
+            f"--workdir={workdir}",
+        ]
         procs.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "experiments.fake",
-                    *COMMON,
-                    "--max_steps=100000",
-                    f"--workdir={tmp_path}",
-                ],
+                command,
                 cwd=REPO,
                 env=env,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         )
     deadline = time.time() + 180
-    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+    while time.time() < deadline and not (workdir / "metrics.jsonl").exists():
         time.sleep(0.1)
-    assert (tmp_path / "metrics.jsonl").exists(), "training never started"
+    assert (workdir / "metrics.jsonl").exists(), "training never started"
+    return procs
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
+    procs = _start_cluster(tmp_path)
+    procs[1].send_signal(signal.SIGTERM)  # JAX's preemption sync picks one safe step for all
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    steps = {
+        line.split()[3].rstrip(":")
+        for out in outs
+        for line in out.splitlines()
+        if line.startswith("preempted at step")
+    }
+    saved = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(steps) == 1 and saved == [steps.pop()]
+
+
+def test_when_a_process_dies_the_other_stops_within_a_minute(tmp_path):
+    # The survivor's collective fails or the coordination heartbeat times out.
+    procs = _start_cluster(tmp_path)
     procs[1].kill()
     start = time.time()
     _, stderr = procs[0].communicate(timeout=90)
+    procs[1].communicate()
     assert time.time() - start < 60
     assert procs[0].returncode != 0
     assert "another process of this run failed" in stderr

@@ -73,22 +73,40 @@ def resolve_image_size(config: TrainConfig, info: cdata.DatasetInfo) -> int:
 
 
 class _Preemption:
-    """SIGTERM sets a flag the loop checks between steps (save, then exit cleanly)."""
+    """Agreement on when to stop for a preemption notice (SIGTERM), then save and exit cleanly.
+
+    One process: a SIGTERM handler sets a flag checked between steps. Several processes: JAX's
+    preemption sync manager (started by `jax.distributed`, which also catches SIGTERM) picks
+    the same safe step on every process, so no process leaves a collective the others are in.
+    """
 
     def __init__(self) -> None:
+        self.multi_process = jax.process_count() > 1
         self.requested = False
         self._previous = None
 
     def __enter__(self) -> _Preemption:
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler
-            self._previous = None
+        if not self.multi_process:
+            try:
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # not the main thread: no handler
+                self._previous = None
         return self
 
     def _handle(self, signum, frame) -> None:
         logging.warning("SIGTERM received: saving a checkpoint and stopping")
         self.requested = True
+
+    def reached(self, step: int) -> bool:
+        """True at the step where every process should save and stop (call it every step)."""
+        if not self.multi_process:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        if multihost_utils.reached_preemption_sync_point(step):
+            logging.warning("preemption notice: saving a checkpoint at step %d and stopping", step)
+            self.requested = True
+        return self.requested
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
@@ -263,7 +281,8 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
                 log_now = step % config.log_every_steps == 0 or step == num_steps
                 save_now = step % config.checkpoint_every_steps == 0 or step % steps_per_epoch == 0
                 eval_now = step % eval_every == 0 or step == num_steps
-                if log_now or save_now or eval_now or preemption.requested:
+                stop_now = preemption.reached(step)
+                if log_now or save_now or eval_now or stop_now:
                     values = _fetch(pending)  # the only host sync: at log/save/eval time
                     pending.clear()
                     check_finite(values, step)
@@ -284,7 +303,7 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
                     save(step, {"val_top1": final_eval["top1"]})
                 elif save_now:
                     save(step)
-                if preemption.requested:
+                if stop_now:
                     save(step)
                     preempted = True
                     break
