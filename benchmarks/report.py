@@ -22,10 +22,12 @@ def machine_lines(accelerator: str = "none (CPU only)") -> list[str]:
     """CPU model, cores, RAM, OS and Python of this machine, as Markdown bullet lines."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    cache = re.search(r"cache size\s*:\s*(.+)", cpuinfo)
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
     mem_kb = re.search(r"MemTotal:\s*(\d+)", meminfo)
     return [
-        f"- CPU: {model.group(1).strip() if model else platform.processor() or 'unknown'}",
+        f"- CPU: {model.group(1).strip() if model else platform.processor() or 'unknown'}"
+        + (f" ({cache.group(1).strip()} cache)" if cache else ""),
         f"- Cores available: {len(os.sched_getaffinity(0))} (os.cpu_count() = {os.cpu_count()})",
         f"- RAM: {int(mem_kb.group(1)) / 2**20:.1f} GiB" if mem_kb else "- RAM: unknown",
         f"- OS: {platform.platform()}; Python {platform.python_version()}",

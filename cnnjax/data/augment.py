@@ -10,13 +10,14 @@
 | `pad_image`         | centred zero pad (MNIST 28 -> 32 for LeNet-5)                           |
 | `normalize`         | (x / 255 - mean) / std per channel                                      |
 
-Why these libraries (measured in benchmarks/input_pipeline.py, docs/benchmarks.md): JPEG
-decoding is the bulk of the cost, and simplejpeg (libjpeg-turbo's TurboJPEG API, bundled in its
-wheel) decodes ~25 % faster than Pillow's line-by-line decoder; libjpeg-turbo's DCT scaling
-(1/2, 1/4, 1/8) decodes at reduced size whenever the crop still covers the output at >= 1 source
-pixel per output pixel, so the resize that follows is always a < 2x reduction. OpenCV's SIMD
-bilinear resize of the crop is ~7x faster than Pillow's. Non-JPEG inputs (PNG, CMYK JPEGs) and
-JPEGs that libjpeg-turbo flags as damaged go through Pillow, which still raises on truncation.
+Why these libraries (per-step costs in docs/benchmarks.md, from benchmarks/input_pipeline.py):
+entropy decoding of the JPEG is most of the cost. simplejpeg (libjpeg-turbo's TurboJPEG API,
+bundled in its wheel) exposes libjpeg's fast IDCT and plain chroma upsampling and its DCT scaling
+(1/2, 1/4, 1/8), used whenever the crop still covers the output at >= 1 source pixel per output
+pixel, so the resize that follows is always a < 2x reduction; together ~10 % faster than Pillow.
+OpenCV's SIMD bilinear resize of the crop alone is ~5x faster than Pillow's. Non-JPEG inputs
+(PNG, CMYK JPEGs) and JPEGs that libjpeg-turbo flags as damaged go through Pillow, which still
+raises on truncation.
 
 Every random choice comes from the `rng` argument (grain's per-example generator), so a
 pipeline is a deterministic function of (seed, index) and resumes exactly.

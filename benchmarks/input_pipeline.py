@@ -1,0 +1,423 @@
+"""ImageNet-style training preprocessing throughput: cnnjax (grain workers) vs a tf.data reference.
+
+    python benchmarks/input_pipeline.py [--workers=1,2] [--images=3200] [--repeats=3]
+
+Both pipelines turn the same synthetic ImageNet-like JPEGs (about 500x375, about 100 KB) into
+batches of 224x224x3 uint8 training views (random-resized crop, area 8-100 %, aspect 3/4-4/3,
+random flip):
+
+* cnnjax: `grain.MapDataset.random_map(augment.imagenet_train).batch(...)`, `mp_prefetch` with N
+  worker processes (one decode thread each), and for one core also grain in-process (workers=0);
+* tf.data, the flax ImageNet example's way: `sample_distorted_bounding_box` +
+  `decode_and_crop_jpeg` (partial decoding: it stops after the crop's last row) + resize +
+  `random_flip_left_right`, `map(num_parallel_calls=N)`, intra/inter-op and private thread pools
+  of N threads; cast to uint8 so both deliver the same batches.
+
+Every measurement runs in a fresh subprocess pinned with sched_setaffinity to N cores (workers,
+main process and every thread together), so "per core" is exact whatever threads a library
+spawns. For each N the two pipelines alternate `--repeats` times and the fastest run of each is
+kept, which filters out noise from other processes on a shared machine. The table is printed and
+written into the "Input pipeline" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+from PIL import Image, ImageDraw, ImageFilter
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.report import version, write_section  # noqa: E402 (needs the path above)
+
+_WORKERS = flags.DEFINE_list("workers", None, "worker/thread counts to measure (default 1..cores)")
+_IMAGES = flags.DEFINE_integer("images", 3200, "images timed per measurement (after warm-up)")
+_DISTINCT = flags.DEFINE_integer("distinct", 256, "distinct synthetic JPEGs, cycled")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "batch size of both pipelines")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "output side")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "alternating repeats per worker count; best is kept")
+_TF_RESIZE = flags.DEFINE_enum(
+    "tf_resize",
+    "bilinear",
+    ["bilinear", "bicubic"],
+    "tf.image.resize method (ours is bilinear; the flax example uses bicubic)",
+)
+_DOCS = flags.DEFINE_string("docs", str(REPO / "docs" / "benchmarks.md"), "'' to skip writing")
+# Internal: run one measurement in this (child) process and print its JSON result.
+_CHILD = flags.DEFINE_enum(
+    "child", None, ["grain", "inline", "tf"], "internal: measure one pipeline"
+)
+_CORES = flags.DEFINE_list("cores", None, "internal: CPU ids the child is pinned to")
+_DATA = flags.DEFINE_string("data", None, "internal: pickle of the JPEG list")
+
+JPEG_QUALITY = 90  # with the noise level below this gives ~100 KB per 500x375 image
+
+
+def synthetic_jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
+    """A natural-looking JPEG: smooth colour gradients, blurred shapes and sensor-like noise."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    planes = []
+    for _ in range(3):
+        fx, fy, phase = rng.uniform(-1, 1, 3)
+        planes.append(128 + 60 * np.sin(fx * xx / 40 + fy * yy / 50 + 6 * phase))
+    img = Image.fromarray(np.clip(np.stack(planes, -1), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(5, 15))):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        box = (x0, y0, x0 + int(rng.integers(10, 200)), y0 + int(rng.integers(10, 200)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    pixels = np.asarray(img.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32)
+    pixels += rng.normal(0.0, 20.0, pixels.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+        out, "JPEG", quality=JPEG_QUALITY
+    )
+    return out.getvalue()
+
+
+def _grain_rate(
+    jpegs: list[bytes], workers: int, images: int, batch: int, size: int
+) -> tuple[float, float]:
+    """(img/s, img/CPU-s) of grain + augment.imagenet_train in `workers` processes (0: inline)."""
+    import grain
+
+    from cnnjax.data import augment
+
+    train_view = functools.partial(augment.imagenet_train, image_size=size)
+    ds = grain.MapDataset.source(jpegs).repeat().seed(0).random_map(train_view).batch(batch)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
+    if workers > 0:
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
+        )
+    iterator = iter(it_ds)
+    return _time_batches(lambda: next(iterator), images, batch, warmup=2 * max(workers, 1))
+
+
+def _tf_rate(
+    jpegs: list[bytes], threads: int, images: int, batch: int, size: int
+) -> tuple[float, float]:
+    """(img/s, img/CPU-s) of the flax-example tf.data pipeline with `threads` threads everywhere."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
+
+    def train_view(image_bytes: tf.Tensor) -> tf.Tensor:
+        begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+            tf.io.extract_jpeg_shape(image_bytes),
+            bounding_boxes=whole_image,
+            min_object_covered=0.1,
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        top, left, _ = tf.unstack(begin)
+        height, width, _ = tf.unstack(crop_size)
+        window = tf.stack([top, left, height, width])
+        image = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+        image = tf.image.resize(image, [size, size], method=_TF_RESIZE.value)
+        image = tf.image.random_flip_left_right(image)
+        return tf.saturate_cast(tf.round(image), tf.uint8)
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+    ds = (
+        tf.data.Dataset.from_tensor_slices(jpegs)
+        .repeat()
+        .map(train_view, num_parallel_calls=threads)
+        .batch(batch)
+        .prefetch(2)
+        .with_options(options)
+    )
+    iterator = ds.as_numpy_iterator()
+    return _time_batches(lambda: next(iterator), images, batch, warmup=2)
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, its threads and its live descendants (/proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        proc = Path(f"/proc/{pending.pop()}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (stat fields 14, 15)
+            for task in (proc / "task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+    return total
+
+
+def _time_batches(next_batch, images: int, batch: int, warmup: int) -> tuple[float, float]:
+    """(img/s, img per CPU-second of the whole process tree) over ceil(images / batch) batches."""
+    for _ in range(warmup):
+        next_batch()
+    count = -(-images // batch)
+    start, cpu_start = time.perf_counter(), _tree_cpu_seconds(os.getpid())
+    for _ in range(count):
+        out = next_batch()
+    elapsed = time.perf_counter() - start
+    cpu = _tree_cpu_seconds(os.getpid()) - cpu_start
+    assert out.shape == (batch, _IMAGE_SIZE.value, _IMAGE_SIZE.value, 3), out.shape
+    return count * batch / elapsed, count * batch / cpu
+
+
+def _measure(kind: str, n: int, data_path: str) -> tuple[float, float]:
+    """Run one measurement in a fresh subprocess pinned to the first n cores."""
+    cores = sorted(os.sched_getaffinity(0))[:n]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        f"--child={kind}",
+        f"--cores={','.join(map(str, cores))}",
+        f"--data={data_path}",
+        f"--images={_IMAGES.value}",
+        f"--batch_size={_BATCH.value}",
+        f"--image_size={_IMAGE_SIZE.value}",
+        f"--tf_resize={_TF_RESIZE.value}",
+    ]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    results = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not results:
+        raise RuntimeError(f"{kind} with {n} workers failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(results[-1])
+    return result["images_per_s"], result["images_per_cpu_s"]
+
+
+def _child_main() -> None:
+    """Pin this process to --cores, run the --child pipeline and print its rates as JSON."""
+    cores = [int(c) for c in _CORES.value]
+    os.sched_setaffinity(0, cores)
+    with open(_DATA.value, "rb") as f:
+        jpegs = pickle.load(f)
+    rate_fn = _tf_rate if _CHILD.value == "tf" else _grain_rate
+    workers = 0 if _CHILD.value == "inline" else len(cores)  # inline: grain in this process
+    rate, cpu_rate = rate_fn(jpegs, workers, _IMAGES.value, _BATCH.value, _IMAGE_SIZE.value)
+    print(json.dumps({"images_per_s": rate, "images_per_cpu_s": cpu_rate}), flush=True)
+    os._exit(0)  # skip slow interpreter/worker teardown; the parent only needs the line above
+
+
+def _stage_times(jpegs: list[bytes], size: int) -> dict[str, float]:
+    """Milliseconds per image of each step of the cnnjax training view (CPU time, best of 3)."""
+    import cv2
+    import simplejpeg
+
+    from cnnjax.data import augment
+
+    rng = np.random.default_rng(0)
+    plans = []  # per image: header, crop box, DCT scale, decoded full image, crop of it
+    for data in jpegs:
+        height, width = simplejpeg.decode_jpeg_header(data)[:2]
+        top, left, h, w = augment.sample_crop_box(height, width, rng)
+        scale = next(s for s in (8, 4, 2, 1) if s <= max(min(h, w) / size, 1))
+        full = simplejpeg.decode_jpeg(data)
+        plans.append((height, width, scale, full, full[top : top + h, left : left + w]))
+    small = cv2.resize(plans[0][4], (size, size))
+
+    def ms(step) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            for i, data in enumerate(jpegs):
+                step(data, *plans[i])
+            best = min(best, time.process_time() - start)
+        return 1e3 * best / len(jpegs)
+
+    return {
+        "decode, Pillow (Image.open + load), full size": ms(
+            lambda d, *_: Image.open(io.BytesIO(d)).load()
+        ),
+        "decode, simplejpeg accurate, full size": ms(lambda d, *_: simplejpeg.decode_jpeg(d)),
+        "decode as used: simplejpeg fast IDCT/upsampling, DCT-scaled": ms(
+            lambda d, hh, ww, s, *_: simplejpeg.decode_jpeg(
+                d, fastdct=True, fastupsample=True, min_height=-(-hh // s), min_width=-(-ww // s)
+            )
+        ),
+        "resize crop, Pillow antialiased bilinear (incl. fromarray)": ms(
+            lambda d, hh, ww, s, full, crop: Image.fromarray(crop).resize(
+                (size, size), Image.Resampling.BILINEAR
+            )
+        ),
+        "resize crop as used: OpenCV bilinear": ms(
+            lambda d, hh, ww, s, full, crop: cv2.resize(
+                crop, (size, size), interpolation=cv2.INTER_LINEAR
+            )
+        ),
+        "flip of the 224x224 output (OpenCV)": ms(lambda *_: cv2.flip(small, 1)),
+        "augment.imagenet_train, whole": ms(
+            lambda d, *_: augment.imagenet_train(d, rng, image_size=size)
+        ),
+    }
+
+
+def _report(rows: list[dict[str, float]], stages: dict[str, float], sizes: list[int]) -> str:
+    """Markdown section: setup, versions, results, per-step costs and how to reproduce."""
+    table = [
+        "| cores = workers | cnnjax img/s | tf.data img/s | cnnjax img/s/core "
+        "| tf.data img/s/core | ratio | cnnjax img/CPU-s | tf.data img/CPU-s | CPU ratio "
+        "| cores obtained (cnnjax / tf.data) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        n = int(r["n"])
+        table.append(
+            f"| {n} | {r['grain']:,.0f} | {r['tf']:,.0f} | {r['grain'] / n:,.0f} "
+            f"| {r['tf'] / n:,.0f} | {r['grain'] / r['tf']:.2f}x | {r['grain_cpu']:,.0f} "
+            f"| {r['tf_cpu']:,.0f} | {r['grain_cpu'] / r['tf_cpu']:.2f}x "
+            f"| {r['grain'] / r['grain_cpu']:.2f} / {r['tf'] / r['tf_cpu']:.2f} |"
+        )
+        if "inline" in r:  # the same core, grain running in the main process (workers=0)
+            table.append(
+                f"| 1, in-process (workers=0) | {r['inline']:,.0f} | {r['tf']:,.0f} "
+                f"| {r['inline']:,.0f} | {r['tf']:,.0f} | {r['inline'] / r['tf']:.2f}x "
+                f"| {r['inline_cpu']:,.0f} | {r['tf_cpu']:,.0f} "
+                f"| {r['inline_cpu'] / r['tf_cpu']:.2f}x "
+                f"| {r['inline'] / r['inline_cpu']:.2f} / {r['tf'] / r['tf_cpu']:.2f} |"
+            )
+    base, base_cpu = rows[0]["grain"] / rows[0]["n"], rows[0]["grain_cpu"]
+    scaling = ", ".join(f"{int(r['n'])} cores {r['grain'] / (base * r['n']):.0%}" for r in rows)
+    efficiency = ", ".join(f"{int(r['n'])} cores {r['grain_cpu'] / base_cpu:.0%}" for r in rows)
+    starved = [
+        f"{name} at {int(r['n'])} cores obtained {r[kind] / r[f'{kind}_cpu']:.2f}"
+        for r in rows
+        for kind, name in (("grain", "cnnjax"), ("tf", "tf.data"))
+        if r[kind] / r[f"{kind}_cpu"] < 0.9 * r["n"]
+    ]
+    starved_note = (
+        f" Other processes held cores during some runs ({'; '.join(starved)}): their wall-clock "
+        "rates understate what free cores give, and the img/CPU-s columns are the fair "
+        "comparison there."
+        if starved
+        else ""
+    )
+    overhead = 1e3 / rows[0]["grain_cpu"] - stages["augment.imagenet_train, whole"]
+    stages = {**stages, "grain + worker-process transfer, per image (1-core row - above)": overhead}
+    stage_rows = [f"| {name} | {value:.3f} |" for name, value in stages.items()]
+    packages = ("numpy", "pillow", "simplejpeg", "opencv-python-headless", "grain")
+    libs = ", ".join(f"{p} {version(p)}" for p in (*packages, "tensorflow-cpu", "tensorflow"))
+    libs = ", ".join(part for part in libs.split(", ") if not part.endswith("not installed"))
+    load = os.getloadavg()
+    return "\n".join(
+        [
+            "ImageNet-style *training* preprocessing, JPEG bytes -> uint8 batches of "
+            f"{_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}x3 (random-resized crop, area 0.08-1, "
+            f"aspect 3/4-4/3, random flip), batch {_BATCH.value}, {_IMAGES.value} timed images "
+            f"per measurement, best of {_REPEATS.value} alternating runs. Inputs: {len(sizes)} "
+            f"synthetic 500x375 JPEGs (gradients, shapes, noise; quality {JPEG_QUALITY}), mean "
+            f"{np.mean(sizes) / 1e3:.0f} KB. Each run is pinned to N cores "
+            "(sched_setaffinity), main process included. *img/CPU-s* divides by the CPU time "
+            "of the whole process tree (all threads and workers), so it is not inflated or "
+            "deflated by other load on the machine; img/s is wall clock. *Cores obtained* = CPU "
+            "seconds used per wall second: below N means other processes held the cores.",
+            "",
+            "- cnnjax: grain `MapDataset.random_map(augment.imagenet_train)`, `mp_prefetch` "
+            "with N worker processes; simplejpeg (libjpeg-turbo) decode with power-of-two DCT "
+            "scaling, OpenCV bilinear resize of the crop, flip on the small output.",
+            "- tf.data (flax ImageNet example): `sample_distorted_bounding_box` + "
+            f"`decode_and_crop_jpeg` + `tf.image.resize` ({_TF_RESIZE.value}) + "
+            "`random_flip_left_right`, `num_parallel_calls=N`, TF intra/inter-op and tf.data "
+            "private thread pools of N threads, cast to uint8.",
+            f"- Libraries: {libs}.",
+            f"- Load average when the table was written: {load[0]:.1f} / {load[1]:.1f} / "
+            f"{load[2]:.1f} (1/5/15 min).",
+            "",
+            *table,
+            "",
+            f"Scaling of cnnjax wall-clock throughput relative to linear from 1 core: {scaling}. "
+            f"Images per CPU-second relative to 1 core: {efficiency}.{starved_note}",
+            "",
+            "Where the time goes (one core, CPU ms per image, best of 3 passes over the images):",
+            "",
+            "| step | ms/image |",
+            "|---|---:|",
+            *stage_rows,
+            "",
+            "Why tf.data still leads per core. (1) Decoding: both pipelines use libjpeg-turbo "
+            "at the same speed (simplejpeg's full decode runs at tf's `decode_jpeg` rate) and "
+            "entropy (Huffman) decoding of the ~100 KB stream is most of the cost, but TF's "
+            "`decode_and_crop_jpeg` decodes partially: it stops after the crop's last row (on "
+            "average 14 % of the rows are never read) and skips the IDCT and colour conversion "
+            "outside the crop. No pip-installable Python binding exposes that: simplejpeg, "
+            "OpenCV and Pillow decode whole images (in exploratory runs, Pillow's decoder driven "
+            "to stop at the crop's last row was no faster than simplejpeg's full decode, and "
+            "pyvips with a sequential crop was 2.5x slower per image), and PyTurboJPEG's "
+            "cropping region needs a system libturbojpeg >= 3.0 (Debian 12 ships 2.1.5); "
+            "simplejpeg also holds the GIL, so threads cannot replace worker processes. (2) "
+            "Hand-off: grain passes every batch from a worker through a fresh shared-memory "
+            "segment, and its first-touch page faults are expensive on this VM (the 'grain + "
+            "worker-process transfer' line; compare the in-process row). What cnnjax does to get "
+            "close: the fastest whole-image decode (simplejpeg with fast IDCT and upsampling, DCT "
+            "scaling whenever the crop allows), OpenCV's SIMD resize of the crop only, and the "
+            "flip on the 224x224 output.",
+            "",
+            "Reproduce: `python benchmarks/input_pipeline.py` (tensorflow-cpu needed for the "
+            "reference; `--workers=1,2,4` chooses the counts).",
+        ]
+    )
+
+
+def main(argv: list[str]) -> None:
+    """Generate the JPEGs, measure both pipelines per worker count, print and record the table."""
+    del argv
+    if _CHILD.value:
+        _child_main()
+        return
+    cores = len(os.sched_getaffinity(0))
+    counts = [int(w) for w in _WORKERS.value] if _WORKERS.value else list(range(1, cores + 1))
+    if any(n < 1 or n > cores for n in counts):
+        raise app.UsageError(f"--workers must be between 1 and the {cores} available cores")
+    rng = np.random.default_rng(0)
+    jpegs = [synthetic_jpeg(rng) for _ in range(_DISTINCT.value)]
+    sizes = [len(j) for j in jpegs]
+    print(f"{len(jpegs)} JPEGs, mean {np.mean(sizes) / 1e3:.1f} KB", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = os.path.join(tmp, "jpegs.pkl")
+        with open(data_path, "wb") as f:
+            pickle.dump(jpegs, f)
+        for n in counts:
+            kinds = ("grain", "inline", "tf") if n == 1 else ("grain", "tf")
+            best = {"n": n, **{k: 0.0 for kind in kinds for k in (kind, f"{kind}_cpu")}}
+            for _ in range(_REPEATS.value):
+                for kind in kinds:
+                    rate, cpu_rate = _measure(kind, n, data_path)
+                    print(f"  {kind:6s} n={n}: {rate:7.1f} img/s {cpu_rate:7.1f} img/CPU-s")
+                    if rate > best[kind]:  # keep the fastest run, wall and CPU rate together
+                        best[kind], best[f"{kind}_cpu"] = rate, cpu_rate
+            rows.append(best)
+    all_cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(all_cores)[:1])
+    stages = _stage_times(jpegs, _IMAGE_SIZE.value)
+    os.sched_setaffinity(0, all_cores)
+    section = _report(rows, stages, sizes)
+    print("\n" + section)
+    if _DOCS.value:
+        write_section("Input pipeline", section, Path(_DOCS.value))
+        print(f"\nwrote the 'Input pipeline' section of {_DOCS.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
