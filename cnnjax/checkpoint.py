@@ -11,10 +11,12 @@ latest `keep` checkpoints plus the best one by validation top-1.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import linen as nn
@@ -27,6 +29,24 @@ _IDENTITY_FIELDS = ("model", "dataset", "num_classes")
 
 class CheckpointMismatchError(ValueError):
     """The workdir holds checkpoints of a different run (model, dataset or head)."""
+
+
+# Fresh buffers for every leaf (a jitted `copy` never aliases its non-donated inputs).
+_copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+class _IteratorPosition:
+    """A data-iterator state captured when the save was requested, for grain's orbax handler.
+
+    The handler writes `get_state()` of what it is given; handing it the live iterator from the
+    saver thread would record a later position. Restores go into the real iterator as usual.
+    """
+
+    def __init__(self, state: dict[str, Any]):
+        self._encoded = json.dumps(state, indent=4).encode()
+
+    def get_state(self) -> bytes:
+        return self._encoded
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -55,6 +75,9 @@ class RunCheckpoints:
         )
         self.directory = checkpoint_dir(workdir)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._saver: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._last_step: int | None = None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -84,17 +107,47 @@ class RunCheckpoints:
         config: TrainConfig,
         metrics: dict[str, float] | None = None,
     ) -> bool:
-        """Start an asynchronous save; returns False when a checkpoint of this step exists."""
-        if step in self.manager.all_steps():
+        """Snapshot the state and hand the save to a background thread; False if step exists.
+
+        The training loop only waits for an on-device copy of the state to be *dispatched* (the
+        next step donates the originals) and for the iterator position to be read; orbax's own
+        blocking part (host transfer, directories) runs on the saver thread. One save is in
+        flight at a time.
+        """
+        if step == self._last_step or step in self.manager.all_steps():
             return False
+        self._join()
+        self._last_step = step
+        snapshot = _copy_tree(state)  # one dispatch; the copy runs before the next step
+        position = _IteratorPosition(data_iterator.get_state())
+        self._saver = threading.Thread(
+            target=self._save_now,
+            args=(step, snapshot, position, json.loads(config.to_json()), metrics),
+            name=f"cnnjax-save-{step}",
+        )
+        self._saver.start()
+        return True
+
+    def _save_now(self, step, state, position, config, metrics) -> None:
         import grain  # the iterator handler lives in grain
 
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
-            config=ocp.args.JsonSave(json.loads(config.to_json())),
-        )
-        return self.manager.save(step, args=args, metrics=metrics, force=True)
+        try:
+            args = ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(position),
+                config=ocp.args.JsonSave(config),
+            )
+            self.manager.save(step, args=args, metrics=metrics, force=True)
+        except BaseException as e:  # re-raised in the training thread at the next wait/save
+            self._error = e
+
+    def _join(self) -> None:
+        if self._saver is not None:
+            self._saver.join()
+            self._saver = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     def restore_latest(self, state_template: Any, data_iterator: Any) -> tuple[Any, int] | None:
         """Restore the newest readable checkpoint into the template's shapes and shardings.
@@ -121,11 +174,14 @@ class RunCheckpoints:
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are committed."""
+        self._join()
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def _steps(workdir: str | Path) -> list[int]:
