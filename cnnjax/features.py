@@ -18,13 +18,14 @@ BN uses its running statistics, dropout is off).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from cnnjax.errors import did_you_mean
 
 _MAX_LISTED = 60  # beyond this many names, the error lists only the top-level ones
 
@@ -77,8 +78,7 @@ def feature_names(
 def _unknown_layers_message(model: nn.Module, missing: list[str], valid: list[str]) -> str:
     hints = []
     for name in missing:
-        close = difflib.get_close_matches(name, valid, n=2, cutoff=0.5)
-        hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        hints.append(f"{name!r}{did_you_mean(name, valid, n=2, cutoff=0.5)}")
     if len(valid) <= _MAX_LISTED:
         listed = "valid layers: " + ", ".join(valid)
     else:

@@ -19,8 +19,9 @@ catalog can be read without tensorflow, grain or jax.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
+
+from cnnjax.errors import did_you_mean
 
 # ImageNet RGB statistics on the [0, 1] scale, used by torchvision's pretrained models and
 # most PyTorch/JAX ImageNet recipes (torchvision docs "models"; pytorch/vision#1965 explains
@@ -186,10 +187,9 @@ class UnknownDatasetError(ValueError):
 def dataset_info(name: str) -> DatasetInfo:
     """The catalog entry for `name`; an unknown name raises with the list of known ones."""
     if name not in DATASETS:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=2)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise UnknownDatasetError(
-            f"unknown dataset {name!r}{hint}; known datasets: {', '.join(sorted(DATASETS))}"
+            f"unknown dataset {name!r}{did_you_mean(name, DATASETS, n=2)}; "
+            f"known datasets: {', '.join(sorted(DATASETS))}"
         )
     return DATASETS[name]
 

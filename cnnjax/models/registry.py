@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn
+
+from cnnjax.errors import did_you_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +69,9 @@ def model_spec(name: str) -> ModelSpec:
     """The registry entry for `name`; an unknown name raises with the list of valid ones."""
     _ensure_loaded()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise UnknownModelError(
-            f"unknown model {name!r}{hint}; registered models: {', '.join(sorted(_REGISTRY))}"
+            f"unknown model {name!r}{did_you_mean(name, _REGISTRY)}; "
+            f"registered models: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]
 
