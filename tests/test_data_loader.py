@@ -354,6 +354,27 @@ def test_workers_give_the_same_batches_and_resume(tmp_path):
         resumed.close()
 
 
+def test_worker_processes_send_raw_pixels_and_match_in_process_imagenet(imagenet):
+    # With workers, batches cross processes as uint8 (float32 with lighting) and are normalised
+    # after the hand-over: the scored values must equal the in-process ones exactly.
+    for kwargs, batches in (
+        (dict(split="train", lighting_sigma=0.1), 3),
+        (dict(split="validation"), 2),
+    ):
+        in_process = _take(_imagenet_loader(imagenet, **kwargs), batches)
+        loader = _imagenet_loader(imagenet, workers=2, **kwargs)
+        try:
+            got = _take(loader, batches)  # the whole (padded) validation split
+            assert loader.num_skipped >= 1  # the corrupt image, counted across processes too
+        finally:
+            loader.close()
+        for a, b in zip(got, in_process, strict=True):
+            keep = a.get("mask", np.ones(len(a["label"]), bool))
+            np.testing.assert_array_equal(a["label"], b["label"])
+            np.testing.assert_array_equal(a["image"][keep], b["image"][keep])
+            assert a["image"].dtype == b["image"].dtype == np.float32
+
+
 # ----------------------------------------------------------------------------- CIFAR / MNIST
 
 

@@ -109,6 +109,7 @@ def _preprocessor(
     ten_crop: bool,
     resize_size: int | None,
     lighting_sigma: float,
+    normalize: bool,
 ) -> Preprocessor:
     if info.pipeline != "imagenet" and (ten_crop or resize_size is not None or lighting_sigma):
         raise LoaderConfigError(
@@ -135,6 +136,7 @@ def _preprocessor(
         resize_size=resize_size,
         ten_crop=ten_crop,
         lighting_sigma=float(lighting_sigma),
+        normalize=normalize,
     )
 
 
@@ -308,6 +310,9 @@ def make_loader(
         ten_crop=ten_crop,
         resize_size=resize_size,
         lighting_sigma=lighting_sigma,
+        # Worker processes hand batches over through shared memory: send raw pixels (uint8,
+        # 4x smaller than float32) and normalise after the hand-over.
+        normalize=workers == 0,
     )
     if info.tfds_name is None:
         source = FakeSource(split, image_size=size, spec=spec)
@@ -348,6 +353,7 @@ def make_loader(
     if workers > 0:
         _ensure_flags_parsed()
         stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(workers)))
+        stream = stream.map(preprocess.normalize_batch)
     return Loader(
         iter(stream),
         info=info,
