@@ -25,7 +25,7 @@ from cnnjax.checkpoint import RunCheckpoints
 from cnnjax.models import create_model, model_spec
 from cnnjax.train import distributed
 from cnnjax.train.config import TrainConfig
-from cnnjax.train.logger import RunLogger, plot_curves
+from cnnjax.train.logger import RunLogger, plot_curves, read_metrics
 from cnnjax.train.optim import base_learning_rate, make_optimizer, total_steps
 from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
 from cnnjax.train.transfer import init_from_run
@@ -255,7 +255,7 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
     pending: list[dict[str, jax.Array]] = []
     eval_batch = EVAL_BATCH_PER_DEVICE * jax.local_device_count()
     t0, images_seen, preempted = time.time(), 0, False
-    bar = _progress(is_main, steps_per_epoch, start_step, num_steps)
+    bar = _Progress(is_main, steps_per_epoch, start_step, num_steps)
 
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
         checkpoints.save(step, state, train_iter, config, metrics)
@@ -338,13 +338,11 @@ def summary_line(result: RunResult) -> str:
 
 
 def _best_so_far(logger: RunLogger) -> float | None:
-    from cnnjax.train.logger import read_metrics
-
     tops = [e["top1"] for e in read_metrics(logger.metrics_path) if e["split"] == "eval"]
     return max(tops) if tops else None
 
 
-class _progress:
+class _Progress:
     """A tqdm bar per epoch (process 0 only) showing img/s, loss, LR and the ETA."""
 
     def __init__(self, enabled: bool, steps_per_epoch: int, start_step: int, num_steps: int):
