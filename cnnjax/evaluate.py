@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from flax import linen as nn
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -42,7 +41,12 @@ from cnnjax import checkpoint
 from cnnjax import data as cdata
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.runner import EVAL_BATCH_PER_DEVICE, fake_spec, resolve_image_size
-from cnnjax.train.step import check_batch_divides, make_mesh, topk_correct
+from cnnjax.train.step import (
+    check_batch_divides,
+    make_mesh,
+    predict_probabilities,
+    topk_correct,
+)
 
 AVERAGING = "mean softmax over the crops of each member, then mean over the members"
 NLL_EPSILON = 1e-12  # as the training eval step: -log(p + ε) stays finite when p underflows
@@ -77,18 +81,6 @@ def check_members(workdirs: Sequence[str | Path], configs: Sequence[TrainConfig]
                     f"ensemble members disagree on {field}: {workdirs[0]} has {theirs!r}, "
                     f"{workdir} has {mine!r}; pass runs of the same dataset and classes"
                 )
-
-
-def predict_probabilities(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
-    """float32 softmax probabilities (B, classes); (B, crops, H, W, C) images average the crops."""
-    if images.ndim == 5:
-        crops = images.shape[1]
-        flat = images.reshape((-1, *images.shape[2:]))
-    else:
-        crops, flat = 1, images
-    logits = model.apply(variables, flat, train=False)
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    return probs.reshape(images.shape[0], crops, -1).mean(axis=1)
 
 
 def batch_probabilities(

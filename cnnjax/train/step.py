@@ -90,6 +90,14 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
+def predict_probabilities(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
+    """float32 softmax probabilities (B, classes); (B, crops, H, W, C) images average the crops."""
+    crops = images.shape[1] if images.ndim == 5 else 1
+    flat = images.reshape((-1, *images.shape[-3:]))
+    logits = model.apply(variables, flat, train=False).astype(jnp.float32)
+    return jax.nn.softmax(logits, axis=-1).reshape(images.shape[0], crops, -1).mean(axis=1)
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -147,10 +155,7 @@ def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> Metrics:
     """
     images, labels = batch["image"], batch["label"]
     mask = batch.get("mask", jnp.ones(labels.shape, bool)).astype(jnp.float32)
-    crops = images.shape[1] if images.ndim == 5 else 1
-    flat = images.reshape((-1, *images.shape[-3:]))
-    logits = model.apply(state.variables(), flat, train=False).astype(jnp.float32)
-    probs = jax.nn.softmax(logits).reshape(labels.shape[0], crops, -1).mean(axis=1)
+    probs = predict_probabilities(model, state.variables(), images)
     nll = -jnp.log(jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0] + 1e-12)
     return {
         "loss_sum": jnp.sum(nll * mask),
