@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import math
 
+import cv2
 import ml_dtypes
 import numpy as np
 import pytest
 from PIL import Image
 
-from cnnjax.data import augment
+from cnnjax.data import augment, jpeg_regions
 
 # fb.resnet.torch datasets/imagenet.lua, typed in again so a typo in the module cannot pass.
 EIGVAL = [0.2175, 0.0188, 0.0045]
@@ -122,6 +123,67 @@ def test_fused_scaled_decode_matches_full_decode_then_crop():
     if flip:
         expected = expected[:, ::-1]
     assert np.abs(out.astype(int) - expected).mean() < 1.5  # measured 0.3-0.55
+
+
+def restart_jpeg(pixels: np.ndarray) -> bytes:
+    """A JPEG with a restart marker after every MCU, as prepared datasets store them."""
+    ok, buf = cv2.imencode(".jpg", pixels[..., ::-1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 1])
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("size", [32, 112])
+def test_region_decode_gives_the_same_crops_as_whole_decode(size, monkeypatch):
+    """Restart-marked JPEGs decode only the crop's MCUs; the views must not change at all.
+
+    600x800 with 32- and 112-px outputs exercises every DCT reduction (1/8 ... 1) as well.
+    """
+    data = restart_jpeg(textured(600, 800, seed=5))
+    assert jpeg_regions.restart_layout(data) is not None
+    regions = [
+        augment.imagenet_train(data, np.random.default_rng(s), image_size=size) for s in range(12)
+    ]
+    monkeypatch.setattr(jpeg_regions, "restart_layout", lambda _: None)  # force whole decodes
+    for seed, region in enumerate(regions):
+        whole = augment.imagenet_train(data, np.random.default_rng(seed), image_size=size)
+        np.testing.assert_array_equal(region, whole)
+
+
+def test_region_decode_touches_only_the_crop(monkeypatch):
+    """The JPEG handed to the decoder is the MCU-aligned region around the crop box."""
+    data = restart_jpeg(textured(320, 480, seed=6))
+    decoded_sizes = []
+    real = augment._simplejpeg_decode
+
+    def spy(jpeg, height, width, *args, **kwargs):
+        decoded_sizes.append((height, width))
+        return real(jpeg, height, width, *args, **kwargs)
+
+    monkeypatch.setattr(augment, "_simplejpeg_decode", spy)
+    augment.imagenet_train(data, np.random.default_rng(7), image_size=64)
+    top, left, h, w = augment.sample_crop_box(320, 480, np.random.default_rng(7))
+    # 4:2:0 (OpenCV's default) has 16x16 MCUs
+    region_h = math.ceil((top + h) / 16) * 16 - top // 16 * 16
+    region_w = math.ceil((left + w) / 16) * 16 - left // 16 * 16
+    assert decoded_sizes == [(region_h, region_w)]
+    assert region_h * region_w < 320 * 480
+
+
+def test_damaged_restart_jpeg_is_decoded_whole_or_reported():
+    """Garbage inside the MCU data never crashes: a view comes out or CorruptImageError."""
+    data = bytearray(restart_jpeg(textured(160, 160, seed=8)))
+    layout = jpeg_regions.restart_layout(bytes(data))
+    for i in range(len(layout.starts) // 2, len(layout.starts) // 2 + 4):
+        data[layout.starts[i] : layout.starts[i] + 6] = b"\x13\x37\xff\x00\xab\xcd"
+    outcomes = set()
+    for seed in range(8):
+        try:
+            out = augment.imagenet_train(bytes(data), np.random.default_rng(seed), image_size=32)
+            assert out.shape == (32, 32, 3)
+            outcomes.add("view")
+        except augment.CorruptImageError:
+            outcomes.add("reported")
+    assert outcomes
 
 
 # --- PCA lighting -------------------------------------------------------------------------------
