@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import io
 import os
 import subprocess
@@ -13,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import simplejpeg
 
 import cnnjax.data as data
-from cnnjax.data import offline
+from cnnjax.data import jpeg_regions, offline
+from cnnjax.data.catalog import dataset_info
 from cnnjax.data.testing import write_tiny_imagenet
 
 REPO = Path(__file__).resolve().parents[1]
+prepare_module = importlib.import_module("cnnjax.data.prepare")  # the module, not the function
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 TFDS_IMAGENET = "datasets/imagenet2012/{}"
 
@@ -125,11 +129,59 @@ def test_imagenet_prepared_from_manual_tars(tiny_imagenet):
             seen[record["file_name"].decode()] = (record["image"], record["label"])
         assert set(seen) == set(expected_files)
         for name, (image, label) in seen.items():
-            assert image == expected_files[name]  # the JPEG bytes are stored untouched
+            original = expected_files[name]
+            if jpeg_regions.jpegtran_available():  # stored losslessly with restart markers
+                assert jpeg_regions.restart_layout(original) is None
+                assert jpeg_regions.restart_layout(image) is not None
+                np.testing.assert_array_equal(
+                    simplejpeg.decode_jpeg(image), simplejpeg.decode_jpeg(original)
+                )
+            else:
+                assert image == original
             if split == "train":
                 assert label == synsets.index(name.split("_")[0])
             else:  # tfds's bundled list: line i is the synset of ILSVRC2012_val_<i>
                 assert label == synsets.index(val_synsets[int(name[-13:-5]) - 1])
+
+
+def test_restart_markers_need_jpegtran_only_when_asked(monkeypatch, caplog):
+    monkeypatch.setattr(jpeg_regions, "jpegtran_available", lambda: False)
+    imagenet, mnist = dataset_info("imagenet2012"), dataset_info("mnist")
+    assert prepare_module._use_restart_markers(imagenet, None) is False  # auto: warn, go on
+    assert "apt-get install libjpeg-turbo-progs" in caplog.text
+    with pytest.raises(prepare_module.PrepareError, match="--restart_markers=off") as err:
+        prepare_module._use_restart_markers(imagenet, True)
+    assert "\n" not in str(err.value)
+    assert prepare_module._use_restart_markers(imagenet, False) is False
+    assert prepare_module._use_restart_markers(mnist, True) is False  # not JPEGs
+    monkeypatch.setattr(jpeg_regions, "jpegtran_available", lambda: True)
+    assert prepare_module._use_restart_markers(imagenet, None) is True
+
+
+def test_transcoding_keeps_order_and_reads_streams_before_moving_on(monkeypatch):
+    """Examples come out in order; a file object is read before the next one is produced."""
+    monkeypatch.setattr(jpeg_regions, "add_restart_markers", lambda b: b"rst:" + b)
+
+    class OneShot(io.BytesIO):  # like a tar stream member: dead once the generator moves on
+        def __init__(self, data, alive):
+            super().__init__(data)
+            self.alive = alive
+
+        def read(self, *args):
+            assert self.alive[0], "read after the generator moved on"
+            return super().read(*args)
+
+    def generate(count):
+        for i in range(count):
+            alive = [True]
+            yield i, {"image": OneShot(f"img{i}".encode(), alive), "label": i}
+            alive[0] = False
+
+    wrapped = prepare_module._transcoding(generate, threads=3)
+    out = list(wrapped(count=200))
+    assert [key for key, _ in out] == list(range(200))
+    assert [ex["image"] for _, ex in out] == [f"rst:img{i}".encode() for i in range(200)]
+    assert [ex["label"] for _, ex in out] == list(range(200))
 
 
 def test_imagenet_missing_tar_is_one_line_naming_it(tmp_path):

@@ -11,6 +11,12 @@
   a downloaded build; otherwise tfds downloads them.
 * Any other downloadable dataset: tfds downloads it; with no internet, the original archives
   (the names tfds records) can be put in `--manual_dir` instead.
+* ImageNet-style datasets (`imagenet2012`, `imagenette`) store each JPEG losslessly rewritten
+  with a restart marker after every MCU (`jpeg_regions`; same pixels, about the same size), so
+  training crops decode only the part they need: ~1.5x faster loading. This needs the
+  `jpegtran` tool (Debian/Ubuntu `apt-get install libjpeg-turbo-progs`, macOS `brew install
+  jpeg-turbo`); without it the JPEGs are stored as downloaded and a warning says so
+  (`--restart_markers=off` asks for that, `on` requires the tool).
 
 This is the only cnnjax module that may import TensorFlow (tfds needs it to generate data);
 loading never does.
@@ -18,15 +24,18 @@ loading never does.
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import os
 import sys
 import tempfile
 import types
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from absl import logging
 
-from cnnjax.data import offline
+from cnnjax.data import jpeg_regions, offline
 from cnnjax.data.catalog import DatasetInfo, UnknownDatasetError, dataset_info, resolve_data_dir
 
 
@@ -76,17 +85,78 @@ def _check_manual_files(info: DatasetInfo, manual_dir: str) -> None:
         )
 
 
+def _read_image(example: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """The example with its image as bytes: tfds gives file objects (of a tar stream, only
+    readable before the generator moves on), paths or bytes."""
+    key, features = example
+    image = features.get("image")
+    if hasattr(image, "read"):
+        image = image.read()
+    elif isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            image = f.read()
+    return key, {**features, "image": image}
+
+
+def _with_restart_markers(example: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    key, features = example
+    if not isinstance(features["image"], bytes):
+        return example
+    return key, {**features, "image": jpeg_regions.add_restart_markers(features["image"])}
+
+
+def _transcoding(
+    generate: Callable[..., Iterator[Any]], threads: int
+) -> Callable[..., Iterator[Any]]:
+    """Wrap a builder's _generate_examples so its JPEGs get restart markers, in order.
+
+    jpegtran runs as a subprocess per image, so threads parallelise it; examples go through
+    in chunks to bound memory (ImageNet's train split is 140 GB).
+    """
+
+    def generate_examples(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        examples = map(_read_image, generate(*args, **kwargs))
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            while chunk := list(itertools.islice(examples, 32 * threads)):
+                yield from pool.map(_with_restart_markers, chunk)
+
+    return generate_examples
+
+
+def _use_restart_markers(info: DatasetInfo, restart_markers: bool | None) -> bool:
+    """Whether to store JPEGs with per-MCU restart markers (see the module docstring)."""
+    if info.pipeline != "imagenet" or restart_markers is False:
+        return False
+    if jpeg_regions.jpegtran_available():
+        return True
+    advice = (
+        "jpegtran is not installed (Debian/Ubuntu: apt-get install libjpeg-turbo-progs; "
+        "macOS: brew install jpeg-turbo)"
+    )
+    if restart_markers:
+        raise PrepareError(f"{advice}; install it or pass --restart_markers=off")
+    logging.warning(
+        "%s: storing %s JPEGs as downloaded; training crops will decode ~1.5x slower",
+        advice,
+        info.name,
+    )
+    return False
+
+
 def prepare(
     name: str,
     data_dir: str | os.PathLike | None = None,
     manual_dir: str | os.PathLike | None = None,
     source_dir: str | os.PathLike | None = None,
+    restart_markers: bool | None = None,
 ) -> str | None:
     """Build dataset `name` in ArrayRecord format under data_dir; return its folder.
 
     Reuses a build that is already there. `manual_dir` holds manually downloaded archives
-    (ImageNet's tars); `source_dir` holds local MNIST-family IDX files (see module docstring).
-    Returns None for `fake`, which needs no preparation.
+    (ImageNet's tars); `source_dir` holds local MNIST-family IDX files. `restart_markers`:
+    store ImageNet-style JPEGs with restart markers; None = when jpegtran is installed, True =
+    require it, False = never (see the module docstring). Returns None for `fake`, which
+    needs no preparation.
     """
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.download import download_manager
@@ -113,6 +183,9 @@ def prepare(
         manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
         _check_manual_files(info, manual_dir)
 
+    if _use_restart_markers(info, restart_markers):
+        # An instance attribute, found before the class's method when tfds calls it.
+        builder._generate_examples = _transcoding(builder._generate_examples, os.cpu_count() or 1)
     expected = _expected_files(builder)
     local_dir = None
     if source_dir is not None or manual_dir is None:  # an explicit manual_dir is used as given
@@ -181,6 +254,7 @@ def _main(argv: list[str]) -> None:
             data_dir=values.data_dir,
             manual_dir=values.manual_dir,
             source_dir=values.source_dir,
+            restart_markers={"auto": None, "on": True, "off": False}[values.restart_markers],
         )
     except USER_ERRORS as e:
         raise SystemExit(f"error: {e}") from None
@@ -202,6 +276,13 @@ def cli() -> None:
         "(ImageNet: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar)",
     )
     flags.DEFINE_string("source_dir", None, "folder with local MNIST/Fashion-MNIST IDX .gz files")
+    flags.DEFINE_enum(
+        "restart_markers",
+        "auto",
+        ["auto", "on", "off"],
+        "store ImageNet-style JPEGs with a restart marker per MCU (lossless; ~1.5x faster "
+        "training crops); auto = when jpegtran is installed",
+    )
     flags.mark_flag_as_required("dataset")
     app.run(_main)
 
