@@ -1,17 +1,19 @@
-"""ImageNet-style training preprocessing throughput: cnnjax (grain workers) vs a tf.data reference.
+"""ImageNet-style training preprocessing throughput: cnnjax (grain) vs a tf.data reference.
 
     python benchmarks/input_pipeline.py [--workers=1,2] [--images=3200] [--repeats=3]
 
-Both pipelines turn the same synthetic ImageNet-like JPEGs (about 500x375, about 100 KB) into
+Every pipeline turns the same synthetic ImageNet-like JPEGs (about 500x375, about 100 KB) into
 batches of 224x224x3 uint8 training views (random-resized crop, area 8-100 %, aspect 3/4-4/3,
 random flip):
 
-* cnnjax: `grain.MapDataset.random_map(augment.imagenet_train).batch(...)`, `mp_prefetch` with N
-  worker processes (one decode thread each), and for one core also grain in-process (workers=0);
+* cnnjax: `grain.MapDataset.random_map(augment.imagenet_train).batch(...)` on the JPEGs as
+  `cnnjax.data.prepare` stores them (restart marker after every MCU, so only the crop's MCUs are
+  decoded), with N grain read threads in-process or N `mp_prefetch` worker processes;
 * tf.data, the flax ImageNet example's way: `sample_distorted_bounding_box` +
   `decode_and_crop_jpeg` (partial decoding: it stops after the crop's last row) + resize +
   `random_flip_left_right`, `map(num_parallel_calls=N)`, intra/inter-op and private thread pools
-  of N threads; cast to uint8 so both deliver the same batches.
+  of N threads; cast to uint8 so both deliver the same batches. It runs on the original and on
+  the prepared JPEGs, and the faster is the reference.
 
 Every measurement runs in a fresh subprocess pinned with sched_setaffinity to N cores (workers,
 main process and every thread together), so "per core" is exact whatever threads a library
