@@ -140,6 +140,13 @@ def _preprocessor(
     )
 
 
+def _available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _ensure_flags_parsed() -> None:
     """grain's worker processes read absl flags; outside an absl app, take their defaults."""
     from absl import flags
@@ -281,7 +288,7 @@ def make_loader(
     worker processes. dtype: 'float32' or 'bfloat16' images. image_size: output side (MNIST
     pads, e.g. 32 for LeNet-5; the crop side for ImageNet). ten_crop / resize_size /
     lighting_sigma: ImageNet-style views. read_threads: grain threads (batches in flight) per
-    process, default 16 in-process and 1 per worker.
+    process, default one per available core (at most 16) in-process and 1 per worker.
     fake: shape of the synthetic `fake` dataset.
     """
     info = dataset_info(name)
@@ -322,9 +329,11 @@ def make_loader(
             source = InMemorySource(source)
     # Grain prefetches whole batches: one thread per batch in flight, and as many batches
     # buffered as threads (ImageNet at 256 × 224² float32 is 154 MB a batch). Worker processes
-    # are the parallelism when workers > 0, so each runs one thread by default.
+    # are the parallelism when workers > 0, so each runs one thread by default. In-process,
+    # one thread per available core: decoding releases the GIL, but more threads than cores
+    # only fight over it (2 cores, ImageNet crops: 2 threads 2,645 img/s, 4 2,387, 16 1,567).
     if read_threads is None:
-        threads = 1 if workers > 0 else grain.ReadOptions().num_threads
+        threads = 1 if workers > 0 else min(_available_cores(), 16)
     else:
         threads = _positive_int("read_threads", read_threads)
     read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads))
