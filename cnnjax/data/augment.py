@@ -112,9 +112,7 @@ def _dct_scale(allowed: float) -> int:
     return next(s for s in _DCT_SCALES if s <= max(allowed, 1.0))
 
 
-def _simplejpeg_decode(
-    data: bytes, height: int, width: int, scale: int, fast: bool, colorspace: str = "RGB"
-) -> np.ndarray:
+def _simplejpeg_decode(data: bytes, height: int, width: int, scale: int, fast: bool) -> np.ndarray:
     """libjpeg-turbo decode reduced by 1/scale (ceil(height / scale) rows); ValueError if damaged.
 
     fast = libjpeg's fast integer IDCT (JDCT_IFAST) and plain (non-"fancy") chroma upsampling,
@@ -123,7 +121,7 @@ def _simplejpeg_decode(
     """
     return simplejpeg.decode_jpeg(
         data,
-        colorspace=colorspace,
+        colorspace="RGB",
         fastdct=fast,
         fastupsample=fast,
         min_height=-(-height // scale),

@@ -91,16 +91,16 @@ def _read_image(example: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any
     key, features = example
     image = features.get("image")
     if hasattr(image, "read"):
-        image = image.read()
-    elif isinstance(image, (str, os.PathLike)):
+        return key, {**features, "image": image.read()}
+    if isinstance(image, (str, os.PathLike)):
         with open(image, "rb") as f:
-            image = f.read()
-    return key, {**features, "image": image}
+            return key, {**features, "image": f.read()}
+    return example
 
 
 def _with_restart_markers(example: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     key, features = example
-    if not isinstance(features["image"], bytes):
+    if not isinstance(features.get("image"), bytes):
         return example
     return key, {**features, "image": jpeg_regions.add_restart_markers(features["image"])}
 
