@@ -480,7 +480,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--workers must be between 1 and the {cores} available cores")
     rng = np.random.default_rng(0)
     originals = [synthetic_jpeg(rng) for _ in range(_DISTINCT.value)]
-    prepared = [jpeg_regions.add_restart_markers(j) for j in originals]
+    prepared = [jpeg_regions.make_croppable(j) for j in originals]
     sizes = [[len(j) for j in originals], [len(j) for j in prepared]]
     print(f"{len(originals)} JPEGs, mean {np.mean(sizes[0]) / 1e3:.1f} KB", flush=True)
     rows = []

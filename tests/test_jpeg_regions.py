@@ -141,7 +141,7 @@ def test_box_outside_the_image_is_refused():
 
 @needs_jpegtran
 @pytest.mark.parametrize("sampling, progressive", [("420", 0), ("444", 0), ("420", 1)])
-def test_add_restart_markers_is_lossless(sampling, progressive):
+def test_make_croppable_is_lossless(sampling, progressive):
     """Same pixels; a progressive JPEG becomes a sequential one with the same coefficients."""
     original = _encode(
         _image(120, 170, seed=4),
@@ -150,21 +150,97 @@ def test_add_restart_markers_is_lossless(sampling, progressive):
         cv2.IMWRITE_JPEG_PROGRESSIVE,
         progressive,
     )
-    rewritten = jpeg_regions.add_restart_markers(original)
+    rewritten = jpeg_regions.make_croppable(original)
     assert jpeg_regions.restart_layout(original) is None
-    assert jpeg_regions.restart_layout(rewritten) is not None
+    assert jpeg_regions.restart_layout(rewritten).indexed
     for fast in (False, True):  # the whole image, with either IDCT and upsampling
         np.testing.assert_array_equal(
             simplejpeg.decode_jpeg(rewritten, fastdct=fast, fastupsample=fast),
             simplejpeg.decode_jpeg(original, fastdct=fast, fastupsample=fast),
         )
-    assert jpeg_regions.add_restart_markers(rewritten) == rewritten  # already done
+    assert jpeg_regions.make_croppable(rewritten) == rewritten  # already done
 
 
 @needs_jpegtran
-def test_add_restart_markers_leaves_other_files_alone():
+def test_make_croppable_leaves_other_files_alone():
     png = cv2.imencode(".png", _image(20, 20))[1].tobytes()
-    assert jpeg_regions.add_restart_markers(png) == png
+    assert jpeg_regions.make_croppable(png) == png
     good = _encode(_image(64, 64))
     truncated = good[: len(good) // 2]
-    assert jpeg_regions.add_restart_markers(truncated) == truncated
+    assert jpeg_regions.make_croppable(truncated) == truncated
+
+
+def _index_segments(data: bytes) -> list[int]:
+    """Length fields of the APP15 MCU-index segments, found by walking the markers by hand."""
+    sizes, pos = [], 2
+    while data[pos + 1] != 0xDA:
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] == 0xEF and data[pos + 4 : pos + 8] == b"cnnj":
+            sizes.append(length)
+        pos += 2 + length
+    return sizes
+
+
+@pytest.mark.parametrize("sampling", ["420", "422", "444"])
+def test_mcu_index_gives_the_scanned_layout(sampling):
+    """The index is found, gives the ranges the scan finds, and no decoder sees a difference."""
+    data = _restart_jpeg(_image(150, 203, seed=5), sampling)
+    indexed = jpeg_regions.add_mcu_index(data)
+    scanned, layout = jpeg_regions.restart_layout(data), jpeg_regions.restart_layout(indexed)
+    assert not scanned.indexed and layout.indexed
+    count = len(scanned.starts)
+    # one segment: 2-byte length + identifier + a uint16 per MCU; inserted before the scan
+    identifier = len(b"cnnjax MCU lengths\x00")
+    assert _index_segments(indexed) == [2 + identifier + 2 * count]
+    shift = len(indexed) - len(data)
+    assert shift == 4 + identifier + 2 * count
+    np.testing.assert_array_equal(layout.starts, scanned.starts + shift)
+    np.testing.assert_array_equal(layout.ends, scanned.ends + shift)
+    assert layout.header == scanned.header  # the index is left out of region headers
+    assert jpeg_regions.crop_jpeg(indexed, layout, 20, 30, 60, 70) == jpeg_regions.crop_jpeg(
+        data, scanned, 20, 30, 60, 70
+    )
+    np.testing.assert_array_equal(_decode(indexed), _decode(data))
+    np.testing.assert_array_equal(
+        cv2.imdecode(np.frombuffer(indexed, np.uint8), 1),
+        cv2.imdecode(np.frombuffer(data, np.uint8), 1),
+    )
+    assert jpeg_regions.add_mcu_index(indexed) == indexed  # already indexed
+
+
+def test_stale_index_is_not_trusted_and_is_replaced():
+    data = _restart_jpeg(_image(64, 96, seed=6))
+    indexed = bytearray(jpeg_regions.add_mcu_index(data))
+    lengths_at = indexed.index(b"cnnjax MCU lengths\x00") + len(b"cnnjax MCU lengths\x00")
+    first, second = (
+        bytes(indexed[lengths_at : lengths_at + 2]),
+        bytes(indexed[lengths_at + 2 : lengths_at + 4]),
+    )
+    assert first != second
+    indexed[lengths_at : lengths_at + 4] = second + first  # two MCUs' lengths swapped
+    stale = bytes(indexed)
+    layout = jpeg_regions.restart_layout(stale)
+    assert layout is not None and not layout.indexed  # scanned instead
+    shift = len(stale) - len(data)
+    np.testing.assert_array_equal(layout.starts, jpeg_regions.restart_layout(data).starts + shift)
+    fixed = jpeg_regions.add_mcu_index(stale)
+    assert fixed == jpeg_regions.add_mcu_index(data)  # the stale index is replaced, not added to
+    assert jpeg_regions.restart_layout(stale[: len(stale) - 40]) is None  # truncated
+
+
+def test_index_of_a_large_image_spans_segments():
+    """A segment holds at most 32,757 lengths; 200 x 175 grayscale MCUs need two segments."""
+    data = _restart_jpeg(_image(1400, 1600, seed=7, channels=1))
+    indexed = jpeg_regions.add_mcu_index(data)
+    identifier = len(b"cnnjax MCU lengths\x00")
+    per_segment = (65535 - 2 - identifier) // 2
+    assert per_segment == 32757
+    assert _index_segments(indexed) == [
+        2 + identifier + 2 * per_segment,
+        2 + identifier + 2 * (35000 - per_segment),
+    ]
+    layout = jpeg_regions.restart_layout(indexed)
+    assert layout.indexed and len(layout.starts) == 200 * 175
+    region = jpeg_regions.crop_jpeg(indexed, layout, 1300, 1500, 100, 100)  # the last MCUs
+    whole = _decode(indexed, gray=True)
+    np.testing.assert_array_equal(_decode(region.jpeg, gray=True), whole[1296:1400, 1496:1600])

@@ -13,7 +13,7 @@
 Why these libraries (per-step costs in docs/benchmarks.md, from benchmarks/input_pipeline.py):
 entropy decoding of the JPEG is most of the cost. Prepared ImageNet-style datasets store JPEGs
 with a restart marker after every MCU (jpeg_regions, a lossless transcode), so a training crop
-decodes only the MCUs that cover it: ~1.5x faster, with the same pixels. simplejpeg
+decodes only the MCUs that cover it: ~1.6x faster, with the same pixels. simplejpeg
 (libjpeg-turbo's TurboJPEG API, bundled in its wheel) exposes libjpeg's fast IDCT and plain
 chroma upsampling and its DCT scaling (1/2, 1/4, 1/8), used whenever the crop still covers the
 output at >= 1 source pixel per output pixel, so the resize that follows is always a < 2x

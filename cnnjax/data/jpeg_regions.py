@@ -5,11 +5,14 @@ can only be entropy-decoded from its start: TF's `decode_and_crop_jpeg` still re
 above the crop. A restart marker resets the decoder's state, so when a JPEG has one after every
 MCU (minimum coded unit, the 8x8 or 16x16 pixel tile) each MCU's bytes decode on their own:
 
-* `add_restart_markers` (dataset preparation) rewrites a JPEG with `jpegtran -restart 1B
-  -optimize`, a lossless transcode: the DCT coefficients, hence the decoded pixels, are
-  unchanged, and the optimised Huffman tables keep the file about as large as before (95.7 KB
-  from 97.7 KB for the benchmark's images, whose 2 % of markers alone would add 3 KB);
-* `restart_layout` finds where each MCU's bytes are (one NumPy scan for the markers);
+* `make_croppable` (dataset preparation) rewrites a JPEG with `jpegtran -restart 1B
+  -optimize` (`add_restart_markers`), a lossless transcode: the DCT coefficients, hence the
+  decoded pixels, are unchanged, and the optimised Huffman tables keep the file about as large
+  as before (95.7 KB from 97.7 KB for the benchmark's images, whose 2 % of markers alone would
+  add 3 KB). It then stores where each MCU's bytes are (`add_mcu_index`: an APP15 segment of
+  one uint16 per MCU, +1.6 %, which decoders skip like any unknown APP segment);
+* `restart_layout` reads the MCU byte ranges from that index, checked against the markers
+  (0.02 ms), or finds them by scanning the entropy-coded data (0.05 ms, and it reads all of it);
 * `crop_jpeg` copies the MCUs covering a box into a new, valid JPEG (header with the new
   size, the MCUs' bytes, markers renumbered), which any decoder reads as an ordinary image.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import struct
 import subprocess
 
 import numpy as np
@@ -32,6 +36,11 @@ _SOF_HUFFMAN_SEQUENTIAL = (0xC0, 0xC1)  # baseline and extended sequential DCT, 
 _OTHER_SOF = {0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _EOI = 0xD9
 _RST0 = 0xD0
+# The MCU index: APP15 segments (ignored by decoders) just before the SOS, holding each MCU's
+# entropy-coded byte count as big-endian uint16, 32,757 per segment (the segment size limit).
+_INDEX_MARKER = 0xEF
+_INDEX_ID = b"cnnjax MCU lengths\x00"
+_INDEX_ENTRIES_PER_SEGMENT = (0xFFFF - 2 - len(_INDEX_ID)) // 2
 JPEGTRAN_ARGS = ("-restart", "1B", "-optimize", "-copy", "all")
 
 
@@ -39,7 +48,7 @@ JPEGTRAN_ARGS = ("-restart", "1B", "-optimize", "-copy", "all")
 class RestartLayout:
     """Where each MCU's entropy-coded bytes lie in a JPEG with a restart marker after every MCU."""
 
-    header: bytes  # SOI up to and including the SOS segment
+    header: bytes  # SOI up to and including the SOS segment, without the MCU index
     size_offset: int  # offset of the SOF's height field in `header`
     height: int
     width: int
@@ -47,23 +56,38 @@ class RestartLayout:
     mcu_width: int
     starts: np.ndarray  # (rows * cols,) first byte of MCU i (row-major)
     ends: np.ndarray  # (rows * cols,) one past its last byte (where the next marker starts)
+    indexed: bool  # read from the stored MCU index (else found by a scan)
 
     @property
     def cols(self) -> int:
         return -(-self.width // self.mcu_width)
 
 
+_Ranges = tuple[np.ndarray, np.ndarray]  # (starts, ends) of every MCU's entropy-coded bytes
+
+
 def _u16(data: bytes, pos: int) -> int:
     return (data[pos] << 8) | data[pos + 1]
 
 
-def restart_layout(data: bytes) -> RestartLayout | None:
-    """The MCU byte ranges of a one-scan Huffman JPEG with restart interval 1; else None."""
+@dataclasses.dataclass(frozen=True)
+class _Header:
+    """Offsets of the segments before the entropy-coded data that region decoding needs."""
+
+    sof: int | None  # SOF0/1 marker, None if absent
+    interval: int  # restart interval (DRI), 0 if none
+    sos: int  # SOS marker
+    scan_start: int  # first entropy-coded byte (end of the SOS segment)
+    index: tuple[tuple[int, int], ...]  # (start, end) of each MCU-index APP segment
+
+
+def _parse_header(data: bytes) -> _Header | None:
+    """Walk the marker segments from SOI to SOS; None if not a one-scan Huffman sequential JPEG."""
     if data[:2] != b"\xff\xd8":
         return None
-    pos, sof, interval, scan = 2, None, 0, None
+    pos, sof, interval, index = 2, None, 0, []
     try:
-        while scan is None:
+        while True:
             if data[pos] != 0xFF:
                 return None
             marker = data[pos + 1]
@@ -77,15 +101,81 @@ def restart_layout(data: bytes) -> RestartLayout | None:
                 return None  # progressive, lossless or arithmetic-coded
             elif marker == 0xDD:
                 interval = _u16(data, pos + 4)
+            elif marker == _INDEX_MARKER and data[pos + 4 : pos + 4 + len(_INDEX_ID)] == _INDEX_ID:
+                index.append((pos, pos + 2 + length))
             elif marker == 0xDA:
-                scan = pos
+                if pos + 2 + length > len(data):
+                    return None
+                return _Header(sof, interval, pos, pos + 2 + length, tuple(index))
             pos += 2 + length
     except IndexError:
         return None
-    if sof is None or interval != 1:
+
+
+def _without(data: bytes, segments: tuple[tuple[int, int], ...], end: int) -> bytes:
+    """data[:end] with the given (start, end) byte ranges left out."""
+    pieces, pos = [], 0
+    for start, stop in segments:
+        pieces.append(data[pos:start])
+        pos = stop
+    return b"".join([*pieces, data[pos:end]])
+
+
+def _marker_codes(count: int) -> np.ndarray:
+    """The marker after each of `count` MCUs: RST0, RST1, ..., RST7, RST0, ..., then EOI."""
+    codes = _RST_CYCLE[:count].copy() if count <= len(_RST_CYCLE) else _rst_codes(count)
+    codes[-1] = _EOI
+    return codes
+
+
+def _rst_codes(count: int) -> np.ndarray:
+    return (_RST0 + (np.arange(count) & 7)).astype(np.uint8)
+
+
+_RST_CYCLE = _rst_codes(1 << 16)  # precomputed up to 65,536 MCUs (4096 x 4096 px in 16 x 16 MCUs)
+
+
+def _indexed_ranges(data: bytes, header: _Header, count: int) -> _Ranges | None:
+    """MCU (starts, ends) from the stored index, if it matches the data's markers exactly."""
+    payload = b"".join(data[s + 4 + len(_INDEX_ID) : e] for s, e in header.index)
+    if len(payload) != 2 * count:
         return None
+    lengths = np.frombuffer(payload, ">u2").astype(np.intp)
+    ends = np.cumsum(lengths + 2)
+    ends += header.scan_start - 2
+    if ends[-1] + 2 > len(data):
+        return None
+    source = np.frombuffer(data, np.uint8)
+    codes = source[ends + 1]
+    if not (np.all(source[ends] == 0xFF) and np.array_equal(codes, _marker_codes(count))):
+        return None  # stale or damaged index: scan instead
+    return ends - lengths, ends
+
+
+def _scanned_ranges(data: bytes, header: _Header, count: int) -> _Ranges | None:
+    """MCU (starts, ends) found by scanning the entropy-coded data for its markers."""
+    body = np.frombuffer(data, np.uint8, offset=header.scan_start)
+    ff = np.flatnonzero(body[:-1] == 0xFF)
+    following = body[ff + 1]
+    is_marker = following != 0  # 0xFF 0x00 is a stuffed data byte
+    markers, kinds = ff[is_marker][:count] + header.scan_start, following[is_marker][:count]
+    if len(kinds) < count or not np.array_equal(kinds, _marker_codes(count)):
+        return None
+    return np.concatenate([[header.scan_start], markers[:-1] + 2]), markers
+
+
+def restart_layout(data: bytes) -> RestartLayout | None:
+    """The MCU byte ranges of a one-scan Huffman JPEG with restart interval 1; else None.
+
+    Read from the MCU index that `make_croppable` stores when it is there and matches the
+    markers; otherwise found by scanning the whole entropy-coded data (~3x slower).
+    """
+    header = _parse_header(data)
+    if header is None or header.sof is None or header.interval != 1:
+        return None
+    sof = header.sof
     height, width, components = _u16(data, sof + 5), _u16(data, sof + 7), data[sof + 9]
-    if height == 0 or width == 0 or data[scan + 4] != components:
+    if height == 0 or width == 0 or data[header.sos + 4] != components:
         return None  # DNL-defined height, or components in separate scans
     if components == 1:  # a non-interleaved scan: the MCU is one 8x8 block
         mcu_height = mcu_width = 8
@@ -95,26 +185,23 @@ def restart_layout(data: bytes) -> RestartLayout | None:
         mcu_width = 8 * max(f >> 4 for f in factors)
     count = math.ceil(height / mcu_height) * math.ceil(width / mcu_width)
 
-    body = np.frombuffer(data, np.uint8, offset=pos)
-    ff = np.flatnonzero(body[:-1] == 0xFF)
-    following = body[ff + 1]
-    is_marker = following != 0  # 0xFF 0x00 is a stuffed data byte
-    markers, kinds = ff[is_marker] + pos, following[is_marker]
-    if len(kinds) < count or kinds[count - 1] != _EOI:
+    ranges = _indexed_ranges(data, header, count) if header.index else None
+    indexed = ranges is not None
+    if not indexed:
+        ranges = _scanned_ranges(data, header, count)
+    if ranges is None:
         return None
-    expected = _RST0 + (np.arange(count - 1) & 7)
-    if not np.array_equal(kinds[: count - 1], expected):
-        return None
-    starts = np.concatenate([[pos], markers[: count - 1] + 2])
+    dropped_before_sof = sum(e - s for s, e in header.index if e <= sof)
     return RestartLayout(
-        header=data[:pos],
-        size_offset=sof + 5,
+        header=_without(data, header.index, header.scan_start),
+        size_offset=sof + 5 - dropped_before_sof,
         height=height,
         width=width,
         mcu_height=mcu_height,
         mcu_width=mcu_width,
-        starts=starts,
-        ends=markers[:count],
+        starts=ranges[0],
+        ends=ranges[1],
+        indexed=indexed,
     )
 
 
@@ -146,27 +233,24 @@ def crop_jpeg(
     region_h = min(layout.height, row1 * mh) - row0 * mh
     region_w = min(layout.width, col1 * mw) - col0 * mw
 
-    # Each MCU row of the region is one contiguous run of the source (its inner markers
-    # included); the runs are joined with a marker and every marker is then renumbered.
-    first = np.arange(row0, row1) * cols + col0
-    run_starts, run_ends = layout.starts[first], layout.ends[first + (col1 - col0 - 1)]
-    header = bytearray(layout.header)
-    header[layout.size_offset : layout.size_offset + 4] = bytes(
-        [region_h >> 8, region_h & 0xFF, region_w >> 8, region_w & 0xFF]
-    )
-    source = np.frombuffer(data, np.uint8)
-    out = np.empty(len(header) + int((run_ends - run_starts).sum()) + 2 * len(first), np.uint8)
-    out[: len(header)] = np.frombuffer(bytes(header), np.uint8)
-    pos = len(header)
-    for start, end in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
+    # Each MCU row of the region is one contiguous run of the source, its inner markers
+    # included; the runs are copied one after another, two bytes apart, and every marker
+    # (the 2 bytes after each MCU) is then written anew: RST0, RST1, ... and a final EOI.
+    mcus = np.arange(row0, row1)[:, None] * cols + np.arange(col0, col1)
+    starts, ends = layout.starts[mcus], layout.ends[mcus]
+    header = layout.header
+    markers = len(header) + np.cumsum(ends - starts + 2) - 2
+    out = bytearray(int(markers[-1]) + 2)
+    out[: len(header)] = header
+    out[layout.size_offset : layout.size_offset + 4] = struct.pack(">HH", region_h, region_w)
+    source, pos = memoryview(data), len(header)
+    for start, end in zip(starts[:, 0].tolist(), ends[:, -1].tolist(), strict=True):
         out[pos : pos + end - start] = source[start:end]
         pos += end - start + 2
-        out[pos - 2] = 0xFF
-    mcus = (np.arange(row0, row1)[:, None] * cols + np.arange(col0, col1)).ravel()
-    second_bytes = len(header) + np.cumsum(layout.ends[mcus] - layout.starts[mcus] + 2) - 1
-    out[second_bytes[:-1]] = _RST0 + (np.arange(len(mcus) - 1) & 7)
-    out[-1] = _EOI
-    return Region(out.tobytes(), row0 * mh, col0 * mw, region_h, region_w)
+    written = np.frombuffer(out, np.uint8)
+    written[markers] = 0xFF
+    written[markers + 1] = _marker_codes(markers.size)
+    return Region(bytes(out), row0 * mh, col0 * mw, region_h, region_w)
 
 
 def jpegtran_available() -> bool:
@@ -178,8 +262,8 @@ def add_restart_markers(data: bytes) -> bytes:
     """`data` losslessly rewritten with a restart marker after every MCU (see module doc).
 
     A progressive JPEG becomes a sequential one with the same coefficients. Returns `data`
-    unchanged when it is not a JPEG or jpegtran reports any damage (damaged files are left
-    for the loader, which counts and skips them).
+    unchanged when it is not a JPEG, already has the markers, or jpegtran reports any damage
+    (damaged files are left for the loader, which counts and skips them).
     """
     if data[:2] != b"\xff\xd8" or restart_layout(data) is not None:
         return data
@@ -189,3 +273,36 @@ def add_restart_markers(data: bytes) -> bytes:
     if result.returncode != 0 or restart_layout(result.stdout) is None:
         return data
     return result.stdout
+
+
+def add_mcu_index(data: bytes) -> bytes:
+    """`data` with the MCU index (APP15 segments before the scan) that `restart_layout` reads.
+
+    Unchanged when `data` has no restart marker after every MCU, or already a matching index;
+    a stale index is replaced.
+    """
+    layout = restart_layout(data)
+    if layout is None or layout.indexed:
+        return data
+    lengths = layout.ends - layout.starts
+    if lengths.max() > 0xFFFF:
+        return data  # cannot happen for valid MCUs (at most 10 blocks); scan instead
+    header = _parse_header(data)
+    if header.index:
+        data = _without(data, header.index, len(data))
+        header = _parse_header(data)
+    payload = lengths.astype(">u2").tobytes()
+    step = 2 * _INDEX_ENTRIES_PER_SEGMENT
+    segments = [
+        bytes([0xFF, _INDEX_MARKER])
+        + (2 + len(_INDEX_ID) + len(chunk)).to_bytes(2, "big")
+        + _INDEX_ID
+        + chunk
+        for chunk in (payload[i : i + step] for i in range(0, len(payload), step))
+    ]
+    return b"".join([data[: header.sos], *segments, data[header.sos :]])
+
+
+def make_croppable(data: bytes) -> bytes:
+    """What `prepare` stores for ImageNet-style datasets: restart markers and the MCU index."""
+    return add_mcu_index(add_restart_markers(data))
