@@ -230,7 +230,9 @@ def _child_main() -> None:
     os._exit(0)  # skip slow interpreter/worker teardown; the parent only needs the line above
 
 
-def _stage_times(originals: list[bytes], prepared: list[bytes], size: int) -> dict[str, float]:
+def _stage_times(
+    originals: list[bytes], prepared: list[bytes], unindexed: list[bytes], size: int
+) -> dict[str, float]:
     """Milliseconds per image of each step of the cnnjax training view (CPU time, best of 3)."""
     import cv2
     import simplejpeg
@@ -279,8 +281,11 @@ def _stage_times(originals: list[bytes], prepared: list[bytes], size: int) -> di
         "decode, simplejpeg fast IDCT/upsampling, DCT-scaled, whole image": ms(
             lambda d, hh, ww, box, s, *_: scaled(d, hh, ww, s)
         ),
-        "prepared JPEG: find the MCUs (restart_layout)": ms(
+        "prepared JPEG: find the MCUs from its index (restart_layout)": ms(
             lambda d, *_: jpeg_regions.restart_layout(d), prepared
+        ),
+        "(the same without the index: scan for the markers)": ms(
+            lambda d, *_: jpeg_regions.restart_layout(d), unindexed
         ),
         "prepared JPEG: copy the crop's MCUs into a JPEG (crop_jpeg)": ms(
             lambda d, hh, ww, box, s, crop, region, layout: jpeg_regions.crop_jpeg(d, layout, *box),
@@ -388,6 +393,7 @@ def _report(rows: list[dict[str, float]], stages: dict[str, float], sizes: list[
         "grain worker-process hand-off, per image (1-core rows: processes - threads)": handoff,
     }
     stage_rows = [f"| {name} | {value:.3f} |" for name, value in stages.items()]
+    find_and_copy = sum(v for k, v in stages.items() if "(restart_layout)" in k or "crop_jpeg" in k)
     packages = ("numpy", "pillow", "simplejpeg", "opencv-python-headless", "grain")
     libs = ", ".join(f"{p} {version(p)}" for p in (*packages, "tensorflow-cpu", "tensorflow"))
     libs = ", ".join(part for part in libs.split(", ") if not part.endswith("not installed"))
@@ -402,7 +408,8 @@ def _report(rows: list[dict[str, float]], stages: dict[str, float], sizes: list[
             f"synthetic 500x375 JPEGs (gradients, shapes, noise; quality {JPEG_QUALITY}), mean "
             f"{np.mean(sizes[0]) / 1e3:.1f} KB as encoded (*original*) and "
             f"{np.mean(sizes[1]) / 1e3:.1f} KB after `cnnjax.data.prepare`'s lossless "
-            "restart-marker transcode (*prepared*; what a prepared ImageNet stores). Each run is "
+            "restart-marker transcode and MCU index (*prepared*; what a prepared ImageNet "
+            "stores). Each run is "
             "pinned to N cores (sched_setaffinity), main process included. *img/CPU-s* divides "
             "by the CPU time of the whole process tree (all threads and workers), so it is not "
             "inflated or deflated by other load on the machine; img/s is wall clock. *Cores "
@@ -442,20 +449,25 @@ def _report(rows: list[dict[str, float]], stages: dict[str, float], sizes: list[
             "`decode_and_crop_jpeg` stops after the crop's last row and skips the IDCT outside "
             "the crop, but still reads every row above it. `cnnjax.data.prepare` stores each "
             "JPEG with a restart marker after every MCU (jpegtran's lossless transcode: same "
-            "pixels, and optimised Huffman tables keep the file the same size), so the loader "
-            "hands the decoder only the MCUs under the crop box: "
+            "pixels, and optimised Huffman tables keep the file the same size) and an index of "
+            "where each MCU's bytes are, so the loader hands the decoder only the MCUs under the "
+            "crop box: "
             f"{stages['prepared JPEG: decode those MCUs, fast, DCT-scaled']:.2f} ms instead of "
             f"{stages['decode, simplejpeg fast IDCT/upsampling, DCT-scaled, whole image']:.2f} ms "
-            "per image, for about 0.1 ms of NumPy to find and copy them. tf.data reads the "
-            "prepared files at about the same rate as the originals, and the ratios use its "
+            f"per image, for {find_and_copy:.2f} ms of NumPy to find and copy them. tf.data "
+            "reads the prepared files at about the same rate as the originals, and the ratios "
+            "use its "
             "faster input. Threads versus processes: simplejpeg and OpenCV release the GIL, so "
             "grain's read threads in the training process (`make_loader`'s and the trainer's "
-            "default, `workers=0`) scale with cores. Worker processes hand each batch over in a "
-            "fresh shared-memory segment, and on this VM allocating its pages costs about "
-            "0.18 ms per 150 KB image (measured by creating and filling 9.6 MB segments; "
-            "pre-faulting them with madvise(MADV_POPULATE_WRITE) is no faster): that is the "
-            "hand-off line above, and the gap between the two cnnjax columns. Worker processes "
-            "remain the choice for Python-heavy augmentations that hold the GIL.",
+            "default, `workers=0`) scale with cores, up to the part of each view that holds the "
+            "GIL (crop sampling, finding and copying the MCUs, grain's per-example bookkeeping): "
+            "the threads obtain the *cores obtained* above, not all N. Worker processes hand "
+            "each batch over in a fresh shared-memory segment, and on this VM allocating its "
+            "pages costs about 0.18 ms per 150 KB image (measured by creating and filling "
+            "9.6 MB segments; pre-faulting them with madvise(MADV_POPULATE_WRITE) is no "
+            "faster): that is the hand-off line above, and the gap between the two cnnjax "
+            "columns. Worker processes remain the choice for Python-heavy augmentations that "
+            "hold the GIL, and for hosts with many cores, where the GIL-held part caps threads.",
             "",
             "Reproduce: `python benchmarks/input_pipeline.py` (needs tensorflow-cpu for the "
             "reference and jpegtran for the prepared JPEGs; `--workers=1,2,4` chooses the core "
@@ -499,7 +511,8 @@ def main(argv: list[str]) -> None:
             rows.append(best)
     all_cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, sorted(all_cores)[:1])
-    stages = _stage_times(originals, prepared, _IMAGE_SIZE.value)
+    unindexed = [jpeg_regions.add_restart_markers(j) for j in originals]  # markers, no index
+    stages = _stage_times(originals, prepared, unindexed, _IMAGE_SIZE.value)
     os.sched_setaffinity(0, all_cores)
     section = _report(rows, stages, sizes)
     print("\n" + section)
