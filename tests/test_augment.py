@@ -132,14 +132,18 @@ def restart_jpeg(pixels: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+@pytest.mark.parametrize("indexed", [False, True])
 @pytest.mark.parametrize("size", [32, 112])
-def test_region_decode_gives_the_same_crops_as_whole_decode(size, monkeypatch):
+def test_region_decode_gives_the_same_crops_as_whole_decode(size, indexed, monkeypatch):
     """Restart-marked JPEGs decode only the crop's MCUs; the views must not change at all.
 
-    600x800 with 32- and 112-px outputs exercises every DCT reduction (1/8 ... 1) as well.
+    600x800 with 32- and 112-px outputs exercises every DCT reduction (1/8 ... 1) as well;
+    the MCUs are found by scanning, or from the index that `prepare` stores.
     """
     data = restart_jpeg(textured(600, 800, seed=5))
-    assert jpeg_regions.restart_layout(data) is not None
+    if indexed:
+        data = jpeg_regions.add_mcu_index(data)
+    assert jpeg_regions.restart_layout(data).indexed == indexed
     regions = [
         augment.imagenet_train(data, np.random.default_rng(s), image_size=size) for s in range(12)
     ]
@@ -169,12 +173,15 @@ def test_region_decode_touches_only_the_crop(monkeypatch):
     assert region_h * region_w < 320 * 480
 
 
-def test_damaged_restart_jpeg_is_decoded_whole_or_reported():
+@pytest.mark.parametrize("indexed", [False, True])
+def test_damaged_restart_jpeg_is_decoded_whole_or_reported(indexed):
     """Garbage inside the MCU data never crashes: a view comes out or CorruptImageError."""
-    data = bytearray(restart_jpeg(textured(160, 160, seed=8)))
+    data = restart_jpeg(textured(160, 160, seed=8))
+    data = bytearray(jpeg_regions.add_mcu_index(data) if indexed else data)
     layout = jpeg_regions.restart_layout(bytes(data))
     for i in range(len(layout.starts) // 2, len(layout.starts) // 2 + 4):
         data[layout.starts[i] : layout.starts[i] + 6] = b"\x13\x37\xff\x00\xab\xcd"
+    assert jpeg_regions.restart_layout(bytes(data)).indexed == indexed  # markers still intact
     outcomes = set()
     for seed in range(8):
         try:
