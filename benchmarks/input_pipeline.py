@@ -102,16 +102,17 @@ def _grain_rate(
     """(img/s, img/CPU-s) of grain + augment.imagenet_train: n worker processes or n threads."""
     import grain
 
-    from cnnjax.data import augment
+    from cnnjax.data import augment, batch_slots
 
     train_view = functools.partial(augment.imagenet_train, image_size=size)
     ds = grain.MapDataset.source(jpegs).repeat().seed(0).random_map(train_view).batch(batch)
     threads = 1 if processes else n  # each thread builds whole batches
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
-    if processes:
-        it_ds = it_ds.mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=n, per_worker_buffer_size=2)
+    if processes:  # as make_loader(workers=n) does
+        it_ds = it_ds.map(batch_slots.SlotWriter()).mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=n)
         )
+        it_ds = it_ds.map(batch_slots.SlotReader())
     iterator = iter(it_ds)
     return _time_batches(lambda: next(iterator), images, batch, warmup=2 * n)
 

@@ -3,7 +3,7 @@
 Training (`train=True`), per process `k` of `n`::
 
     source -> seed(seed) -> shuffle -> [k::n] -> repeat(num_epochs) -> random_map(augment)
-           -> batch(batch_size) [-> mp_prefetch(workers)]
+           -> batch(batch_size) [-> mp_prefetch(workers), through reused shared memory]
            -> Loader: take out undecodable images (counted), refill from the next batch
 
 The global shuffle is re-drawn each epoch from (seed, epoch), and every epoch process `k`
@@ -31,6 +31,7 @@ import grain
 import numpy as np
 from absl import logging
 
+from cnnjax.data.batch_slots import SlotReader, SlotWriter
 from cnnjax.data.catalog import DatasetInfo, dataset_info
 from cnnjax.data.preprocess import SKIPPED, Preprocessor
 from cnnjax.data.sources import (
@@ -361,8 +362,10 @@ def make_loader(
     stream = stream.to_iter_dataset(read_options)
     if workers > 0:
         _ensure_flags_parsed()
+        # Batches cross from the workers through reused shared-memory slots (batch_slots).
+        stream = stream.map(SlotWriter())
         stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(workers)))
-        stream = stream.map(preprocess.normalize_batch)
+        stream = stream.map(SlotReader()).map(preprocess.normalize_batch)
     return Loader(
         iter(stream),
         info=info,
