@@ -391,7 +391,7 @@ def _report(rows: list[dict[str, float]], stages: dict[str, float], sizes: list[
     handoff = 1e3 / one["processes_cpu"] - 1e3 / one["threads_cpu"]
     stages = {
         **stages,
-        "grain worker-process hand-off, per image (1-core rows: processes - threads)": handoff,
+        "worker-process hand-off, per image (1-core rows: processes - threads)": handoff,
     }
     stage_rows = [f"| {name} | {value:.3f} |" for name, value in stages.items()]
     find_and_copy = sum(v for k, v in stages.items() if "(restart_layout)" in k or "crop_jpeg" in k)
@@ -462,13 +462,14 @@ def _report(rows: list[dict[str, float]], stages: dict[str, float], sizes: list[
             "grain's read threads in the training process (`make_loader`'s and the trainer's "
             "default, `workers=0`) scale with cores, up to the part of each view that holds the "
             "GIL (crop sampling, finding and copying the MCUs, grain's per-example bookkeeping): "
-            "the threads obtain the *cores obtained* above, not all N. Worker processes hand "
-            "each batch over in a fresh shared-memory segment, and on this VM allocating its "
-            "pages costs about 0.18 ms per 150 KB image (measured by creating and filling "
-            "9.6 MB segments; pre-faulting them with madvise(MADV_POPULATE_WRITE) is no "
-            "faster): that is the hand-off line above, and the gap between the two cnnjax "
-            "columns. Worker processes remain the choice for Python-heavy augmentations that "
-            "hold the GIL, and for hosts with many cores, where the GIL-held part caps threads.",
+            "the threads obtain the *cores obtained* above, not all N. Worker processes run "
+            "whole views each, and hand batches over through a few shared-memory slots per "
+            "worker that are reused (`batch_slots`): grain's own hand-off puts every batch in "
+            "a fresh segment, and on this VM first-touching its pages costs about 0.18 ms per "
+            "150 KB image (measured by creating and filling 9.6 MB segments), as much as a "
+            "quarter of a view. The hand-off line above is what remains (copying in and out). "
+            "Worker processes are the choice for hosts with many cores, where the GIL-held "
+            "part caps threads, and for augmentations written in Python.",
             "",
             "Reproduce: `python benchmarks/input_pipeline.py` (needs tensorflow-cpu for the "
             "reference and jpegtran for the prepared JPEGs; `--workers=1,2,4` chooses the core "
