@@ -14,10 +14,9 @@
 * ImageNet-style datasets (`imagenet2012`, `imagenette`) store each JPEG losslessly rewritten
   with a restart marker after every MCU and an index of the MCUs' bytes (`jpeg_regions`; same
   pixels, about the same size), so training crops decode only the part they need: ~1.6x
-  faster loading. This needs the
-  `jpegtran` tool (Debian/Ubuntu `apt-get install libjpeg-turbo-progs`, macOS `brew install
-  jpeg-turbo`); without it the JPEGs are stored as downloaded and a warning says so
-  (`--restart_markers=off` asks for that, `on` requires the tool).
+  faster loading. This needs the `jpegtran` tool (Debian/Ubuntu `apt-get install
+  libjpeg-turbo-progs`, macOS `brew install jpeg-turbo`); without it the JPEGs are stored as
+  downloaded and a warning says so (`--restart_markers=off` asks for that, `on` requires it).
 
 This is the only cnnjax module that may import TensorFlow (tfds needs it to generate data);
 loading never does.
