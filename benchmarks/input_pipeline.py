@@ -8,7 +8,8 @@ random flip):
 
 * cnnjax: `grain.MapDataset.random_map(augment.imagenet_train).batch(...)` on the JPEGs as
   `cnnjax.data.prepare` stores them (restart marker after every MCU, so only the crop's MCUs are
-  decoded), with N grain read threads in-process or N `mp_prefetch` worker processes;
+  decoded), with N grain read threads in-process or N `mp_prefetch` worker processes (batches
+  handed over through reused shared-memory slots, `cnnjax.data.batch_slots`);
 * tf.data, the flax ImageNet example's way: `sample_distorted_bounding_box` +
   `decode_and_crop_jpeg` (partial decoding: it stops after the crop's last row) + resize +
   `random_flip_left_right`, `map(num_parallel_calls=N)`, intra/inter-op and private thread pools

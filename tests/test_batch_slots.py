@@ -31,7 +31,7 @@ def _flags(writer: SlotWriter) -> list[int]:
 
 
 def test_round_trip_gives_equal_copies_and_frees_the_slot():
-    writer, reader = SlotWriter(slots=2), SlotReader(slots=2)
+    writer, reader = SlotWriter(slots=2), SlotReader()
     for seed in range(5):  # more batches than slots: each slot is reused
         batch = _batch(seed)
         handle = writer(batch)
@@ -47,7 +47,7 @@ def test_round_trip_gives_equal_copies_and_frees_the_slot():
 
 
 def test_full_slots_fall_back_to_the_batch_itself():
-    writer, reader = SlotWriter(slots=2), SlotReader(slots=2)
+    writer, reader = SlotWriter(slots=2), SlotReader()
     held = [_send(writer(_batch(0))), _send(writer(_batch(1)))]
     third = _batch(2)
     assert writer(third) is third  # no free slot: grain's own path, no waiting
@@ -59,7 +59,7 @@ def test_full_slots_fall_back_to_the_batch_itself():
 
 
 def test_handle_dropped_unread_frees_its_slot():
-    writer, reader = SlotWriter(slots=2), SlotReader(slots=2)
+    writer, reader = SlotWriter(slots=2), SlotReader()
     reader(_send(writer(_batch(0))))  # attaches the segment
     received = _send(writer(_batch(1)))
     assert _flags(writer) == [1, 0]
@@ -91,7 +91,8 @@ def test_loader_workers_hand_over_through_slots(monkeypatch):
     monkeypatch.setattr(loader, "SlotReader", CountingReader)
     spec = data.FakeSpec(train_examples=40)
     kwargs = dict(batch_size=4, train=True, image_size=8, fake=spec, seed=3)
-    expected = [next(it) for it in [data.make_loader("fake", "train", **kwargs)] for _ in range(3)]
+    in_process = data.make_loader("fake", "train", **kwargs)
+    expected = [next(in_process) for _ in range(3)]
     workers = data.make_loader("fake", "train", workers=2, **kwargs)
     try:
         got = [next(workers) for _ in range(3)]

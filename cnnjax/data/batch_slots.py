@@ -29,27 +29,29 @@ _ALIGN = 64  # array offsets are cache-line aligned
 
 
 class SlotHandle:
-    """Where a batch lies in a worker's segment: slot index and (key, shape, dtype, offset)s."""
+    """Where a batch lies in a worker's segment (of `slots` slots): slot index and
+    (key, shape, dtype, offset) of each array."""
 
     def __init__(
         self,
         segment: str,
+        slots: int,
         slot: int,
         arrays: tuple[tuple[str | None, tuple[int, ...], str, int], ...],  # None: a bare array
         sent: list[bool] | None = None,
     ):
-        self.segment, self.slot, self.arrays = segment, slot, arrays
+        self.segment, self.slots, self.slot, self.arrays = segment, slots, slot, arrays
         self._sent = sent if sent is not None else [True]
         self.release = lambda: None  # set in the training process
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         self._sent[0] = True  # pickled for the training process, which now frees the slot
-        return _received, (self.segment, self.slot, self.arrays)
+        return _received, (self.segment, self.slots, self.slot, self.arrays)
 
 
-def _received(segment: str, slot: int, arrays: tuple[Any, ...]) -> SlotHandle:
+def _received(segment: str, slots: int, slot: int, arrays: tuple[Any, ...]) -> SlotHandle:
     """Unpickled in the training process: the slot is freed on reading or garbage collection."""
-    handle = SlotHandle(segment, slot, arrays)
+    handle = SlotHandle(segment, slots, slot, arrays)
     handle.release = weakref.finalize(handle, _free_slot, segment, slot)
     return handle
 
@@ -83,6 +85,7 @@ class SlotWriter:
     def __init__(self, slots: int = DEFAULT_SLOTS):
         self.slots = slots
         self._shm: shared_memory.SharedMemory | None = None
+        self._header = -(-4 * slots // _ALIGN) * _ALIGN  # the slot flags, then the slots
         self._slot_bytes = 0
         self._lock = threading.Lock()
 
@@ -102,9 +105,9 @@ class SlotWriter:
         with self._lock:
             if self._shm is None:  # sized by the first batch, which is a full one
                 self._slot_bytes = size
-                header = -(-4 * self.slots // _ALIGN) * _ALIGN
-                self._shm = shared_memory.SharedMemory(create=True, size=header + self.slots * size)
-                self._header = header
+                self._shm = shared_memory.SharedMemory(
+                    create=True, size=self._header + self.slots * size
+                )
             flags = _slot_flags(self._shm, self.slots)
             free = np.flatnonzero(flags == 0)
             if size > self._slot_bytes or free.size == 0:
@@ -118,7 +121,7 @@ class SlotWriter:
             target[...] = value
             placed.append((key, value.shape, value.dtype.str, base + offset))
         sent = [False]
-        handle = SlotHandle(self._shm.name, slot, tuple(placed), sent)
+        handle = SlotHandle(self._shm.name, self.slots, slot, tuple(placed), sent)
         # Dropped in the worker without being sent (its pipeline was reset): free the slot.
         weakref.finalize(handle, _free_unsent, weakref.ref(self), slot, sent)
         return handle
@@ -133,8 +136,7 @@ def _free_unsent(writer_ref: weakref.ref, slot: int, sent: list[bool]) -> None:
 class SlotReader:
     """Training-process side: a `SlotHandle` back into its batch (a copy); else pass through."""
 
-    def __init__(self, slots: int = DEFAULT_SLOTS):
-        self.slots = slots
+    def __init__(self) -> None:
         self._segments: dict[str, shared_memory.SharedMemory] = {}
         weakref.finalize(self, _detach, self._segments)
 
@@ -146,7 +148,7 @@ class SlotReader:
             shm = shared_memory.SharedMemory(name=element.segment)
             shm.unlink()  # the mapping stays; the name is not needed again
             self._segments[element.segment] = shm
-            _ATTACHED[element.segment] = _slot_flags(shm, self.slots)
+            _ATTACHED[element.segment] = _slot_flags(shm, element.slots)
         batch = {
             key: np.ndarray(shape, np.dtype(dtype), shm.buf, offset).copy()
             for key, shape, dtype, offset in element.arrays
