@@ -40,7 +40,7 @@ from jax.sharding import PartitionSpec as P
 from cnnjax import checkpoint
 from cnnjax import data as cdata
 from cnnjax.train.config import TrainConfig
-from cnnjax.train.runner import EVAL_BATCH_PER_DEVICE, fake_spec, resolve_image_size
+from cnnjax.train.run_inputs import EVAL_BATCH_PER_DEVICE, fake_spec, resolve_image_size
 from cnnjax.train.step import (
     check_batch_divides,
     make_mesh,

@@ -151,7 +151,7 @@ def draw(what: str) -> str:
 
 def _channels(config) -> int:
     from cnnjax.data import dataset_info
-    from cnnjax.train.runner import fake_spec
+    from cnnjax.train.run_inputs import fake_spec
 
     fake = fake_spec(config)
     return fake.channels if fake is not None else dataset_info(config.dataset).channels

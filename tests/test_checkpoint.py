@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from cnnjax import data as cdata
-from cnnjax.checkpoint import RunCheckpoints, load
+from cnnjax.train.checkpoints import RunCheckpoints, load
 from cnnjax.train.config import TrainConfig
 
 

@@ -21,16 +21,20 @@ import numpy as np
 from absl import logging
 
 from cnnjax import data as cdata
-from cnnjax.checkpoint import RunCheckpoints
-from cnnjax.models import create_model, model_spec
+from cnnjax.models import create_model
 from cnnjax.train import distributed
+from cnnjax.train.checkpoints import RunCheckpoints
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.logger import RunLogger, plot_curves, read_metrics
 from cnnjax.train.optim import base_learning_rate, make_optimizer, total_steps
+from cnnjax.train.run_inputs import (
+    EVAL_BATCH_PER_DEVICE,
+    fake_spec,
+    make_run_loader,
+    resolve_image_size,
+)
 from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
 from cnnjax.train.transfer import init_from_run
-
-EVAL_BATCH_PER_DEVICE = 64
 
 
 class TrainingDivergedError(ValueError):
@@ -57,19 +61,6 @@ def default_workdir(config: TrainConfig) -> str:
         Path("runs")
         / f"{config.dataset}-{config.model}{recipe}-b{config.batch_size}-s{config.seed}"
     )
-
-
-def resolve_image_size(config: TrainConfig, info: cdata.DatasetInfo) -> int:
-    """Input side: the flag; else the model's for ImageNet/MNIST-family/fake data; else native."""
-    if config.image_size:
-        return config.image_size
-    model_side = model_spec(config.model).input_shape[0]
-    if (
-        info.pipeline in ("imagenet", "mnist", "fake")
-        and len(model_spec(config.model).input_shape) == 3
-    ):
-        return model_side
-    return info.image_size
 
 
 class _Preemption:
@@ -133,37 +124,10 @@ def ensure_prepared(config: TrainConfig) -> None:
         multihost_utils.sync_global_devices(f"prepared {config.dataset}")
 
 
-def fake_spec(config: TrainConfig) -> cdata.FakeSpec | None:
-    """For the synthetic dataset: the model's channels and the run's classes."""
-    if config.dataset != "fake":
-        return None
-    channels = model_spec(config.model).input_shape[-1]
-    return cdata.FakeSpec(num_classes=config.num_classes, channels=channels)
-
-
 def _fetch(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
     """Mean of the pending step metrics (one host transfer for all of them)."""
     values = jax.device_get(pending)
     return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
-
-
-def make_run_loader(
-    config: TrainConfig, split: str, *, train: bool, batch_size: int, image_size: int
-) -> cdata.Loader:
-    """The run's loader for `split`: its dataset, data_dir, seed, workers, dtype and fake spec."""
-    return cdata.make_loader(
-        config.dataset,
-        split,
-        batch_size=batch_size,
-        train=train,
-        data_dir=config.data_dir,
-        image_size=image_size,
-        seed=config.seed,
-        ten_crop=config.ten_crop and not train,
-        workers=config.workers,
-        dtype=config.dtype,
-        fake=fake_spec(config),
-    )
 
 
 def evaluate(

@@ -62,7 +62,7 @@ def _merge(fresh: Any, source: Any, kind: str) -> tuple[Any, list[str], list[str
 
 def init_from_run(state: Any, workdir: str) -> Any:
     """The train state with the weights of run `workdir` wherever names and shapes agree."""
-    from cnnjax.checkpoint import load
+    from cnnjax.train.checkpoints import load
 
     _, variables, source_config = load(workdir)
     params, copied, _ = _merge(state.params, variables["params"], "params")

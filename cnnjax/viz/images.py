@@ -37,13 +37,13 @@ class Example:
 
 def input_side(config: TrainConfig) -> int:
     """The input height = width the run trained at."""
-    from cnnjax.train.runner import resolve_image_size
+    from cnnjax.train.run_inputs import resolve_image_size
 
     return resolve_image_size(config, cdata.dataset_info(config.dataset))
 
 
 def _fake_spec(config: TrainConfig) -> cdata.FakeSpec | None:
-    from cnnjax.train.runner import fake_spec
+    from cnnjax.train.run_inputs import fake_spec
 
     return fake_spec(config)
 

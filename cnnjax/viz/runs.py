@@ -34,7 +34,7 @@ def predict(
     model: Any, variables: Any, config: TrainConfig, split: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, predicted classes) over every example of the run's eval split (or `split`)."""
-    from cnnjax.train.runner import fake_spec
+    from cnnjax.train.run_inputs import fake_spec
 
     info = cdata.dataset_info(config.dataset)
     loader = cdata.make_loader(
