@@ -53,6 +53,21 @@ class _IteratorPosition:
         return self._encoded
 
 
+def use_coordination_service_barriers() -> None:
+    """Make orbax synchronise processes through jax.distributed's key-value store, not devices.
+
+    orbax's default barrier is a device all-gather. Issued from the saver thread while the main
+    thread runs the train step's all-reduce, the two collectives interleave differently on each
+    process (gloo aborts with "collective mismatch"; NCCL can hang). The coordination service's
+    barriers are keyed RPCs that involve no device, so a save can overlap training.
+    """
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # research code outside an absl app: take the defaults
+        flags.FLAGS.mark_as_parsed()
+    flags.FLAGS.experimental_orbax_use_distributed_barrier = True
+
+
 def checkpoint_dir(workdir: str | Path) -> Path:
     return Path(workdir).absolute() / "checkpoints"
 
@@ -77,6 +92,8 @@ class RunCheckpoints:
             cleanup_tmp_directories=True,  # removes saves a killed run left half-written
             create=True,
         )
+        if jax.process_count() > 1:
+            use_coordination_service_barriers()
         self.directory = checkpoint_dir(workdir)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._saver: threading.Thread | None = None
