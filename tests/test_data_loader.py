@@ -279,7 +279,7 @@ def test_fake_examples_are_deterministic_and_learnable():
 def test_train_shards_are_disjoint_and_cover_the_split_every_epoch():
     spec = data.FakeSpec(train_examples=37, num_classes=5)
     index = _fake_index(spec, "train", 6)
-    epochs = {0: [], 1: []}
+    streams = []
     for shard in range(2):
         loader = data.make_loader(
             "fake",
@@ -292,15 +292,84 @@ def test_train_shards_are_disjoint_and_cover_the_split_every_epoch():
             shard=(shard, 2),
             seed=5,
         )
-        seen = [index[_pixels(b["image"][0])] for b in loader]
-        size = len(range(shard, 37, 2))
-        assert len(seen) == 2 * size
-        epochs[0].append(seen[:size])
-        epochs[1].append(seen[size:])
-    for parts in epochs.values():
-        assert not set(parts[0]) & set(parts[1])
-        assert sorted(parts[0] + parts[1]) == list(range(37))
-    assert epochs[0][0] != epochs[1][0]  # re-shuffled each epoch
+        streams.append([index[_pixels(b["image"][0])] for b in loader])
+    assert [len(s) for s in streams] == [37, 37]  # 74 positions, alternately to each process
+    merged = [x for pair in zip(*streams, strict=True) for x in pair]  # the global stream
+    for epoch in (merged[:37], merged[37:]):
+        assert sorted(epoch) == list(range(37))
+    assert merged[:37] != merged[37:]  # re-shuffled each epoch
+    assert not set(streams[0][:18]) & set(streams[1][:18])
+
+
+def _fake_train_loader(shard, batch_size, workers=0):
+    spec = data.FakeSpec(train_examples=37, num_classes=5)
+    return data.make_loader(
+        "fake",
+        "train",
+        batch_size=batch_size,
+        train=True,
+        image_size=6,
+        fake=spec,
+        shard=shard,
+        workers=workers,
+        seed=5,
+    )
+
+
+def test_global_batches_and_their_augmentation_are_the_same_for_any_process_count():
+    one = _fake_train_loader((0, 1), batch_size=4)
+    two = [_fake_train_loader((k, 2), batch_size=2) for k in range(2)]
+    for _ in range(12):  # beyond the first epoch (9 batches of 4 out of 37)
+        whole = next(one)
+        parts = [next(loader) for loader in two]
+        for key in ("image", "label"):
+            # Process k holds global positions k, k + 2, ...: interleave to get the global batch.
+            interleaved = np.stack([parts[0][key], parts[1][key]], axis=1).reshape(whole[key].shape)
+            np.testing.assert_array_equal(interleaved, whole[key])
+
+
+def _state(position: int, skipped: int = 0, leftover: int = 0) -> dict:
+    return {"pipeline": {"next_index": position}, "leftover": leftover, "num_skipped": skipped}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_carried_over_state_continues_the_global_stream(workers):
+    straight = _fake_train_loader((0, 1), batch_size=4)
+    expected = [next(straight)["image"] for _ in range(12)]
+    # Two processes with a global batch of 4 read 5 batches each: 20 stream positions.
+    state, uncertain = data.carry_over_state(
+        [_state(5), _state(5)], saved_batch_size=4, batch_size=4, shard=(0, 1), workers=workers
+    )
+    assert uncertain == 0
+    resumed = _fake_train_loader((0, 1), batch_size=4, workers=workers)
+    resumed.set_state(state)
+    for step in range(5, 12):
+        np.testing.assert_array_equal(next(resumed)["image"], expected[step])
+
+
+def test_carried_over_state_when_the_worker_count_changes():
+    loader = _fake_train_loader((0, 1), batch_size=4, workers=2)
+    for _ in range(7):
+        next(loader)
+    saved = loader.get_state()
+    state, _ = data.carry_over_state(
+        [saved], saved_batch_size=4, batch_size=4, shard=(0, 1), workers=0
+    )
+    assert state["pipeline"] == {"next_index": 7}
+    state, _ = data.carry_over_state(
+        [state], saved_batch_size=4, batch_size=4, shard=(0, 1), workers=2
+    )
+    assert state["pipeline"] == saved["pipeline"]
+
+
+def test_carried_over_position_in_examples_and_what_is_uncertain():
+    # 3 processes at batches 10, 10, 9 of a global batch of 6 -> 60 examples; batch 8 -> 7 r 4.
+    saved = [_state(10, skipped=1), _state(10, leftover=2), _state(9)]
+    state, uncertain = data.carry_over_state(
+        saved, saved_batch_size=6, batch_size=8, shard=(1, 2), workers=0
+    )
+    assert state == {"pipeline": {"next_index": 7}, "leftover": 0, "num_skipped": 0}
+    assert uncertain == 1 + 2 + 6 + 4  # skipped + leftover + the lagging process + remainder
 
 
 def test_eval_padding_gives_each_process_the_same_steps_and_every_example_once():

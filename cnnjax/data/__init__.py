@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from cnnjax.data.catalog import DATASETS, DatasetInfo, UnknownDatasetError, dataset_info
-from cnnjax.data.loader import Loader, LoaderConfigError, make_loader
+from cnnjax.data.loader import Loader, LoaderConfigError, carry_over_state, make_loader
 from cnnjax.data.sources import (
     DatasetNotPreparedError,
     FakeSpec,
@@ -26,6 +26,7 @@ __all__ = [
     "FakeSpec",
     "Loader",
     "LoaderConfigError",
+    "carry_over_state",
     "UnknownDatasetError",
     "UnknownSplitError",
     "dataset_info",

@@ -2,14 +2,15 @@
 
 Training (`train=True`), per process `k` of `n`::
 
-    source -> seed(seed) -> shuffle -> [k::n] -> repeat(num_epochs) -> random_map(augment)
+    source -> seed(seed) -> shuffle -> repeat(num_epochs) -> random_map(augment) -> [k::n]
            -> batch(batch_size) [-> mp_prefetch(workers), through reused shared memory]
            -> Loader: take out undecodable images (counted), refill from the next batch
 
-The global shuffle is re-drawn each epoch from (seed, epoch), and every epoch process `k`
-takes every n-th example of it: the processes' shards are disjoint and together are the whole
-split. Augmentation draws from grain's per-example generator, seeded by (seed, position in the
-stream), so a batch is a function of (seed, shard, step) alone, whatever the worker count.
+One global stream, the same for any process count: the shuffle is re-drawn each epoch from
+(seed, epoch), and the augmentation of stream position i draws from grain's per-index
+generator, a function of (seed, i). Process `k` takes every n-th position of it, so the
+processes' shards are disjoint, each epoch's union is the whole split, and global batch s
+(the union of every process's batch s) is stream positions [s·B, (s+1)·B) for any `n`.
 
 Evaluation (`train=False`), process `k` reads examples k, k+n, ... in order, padded to the
 same number of batches on every process; `mask` is False for padding (and for undecodable
@@ -18,7 +19,9 @@ images), so summing `metric * mask` scores every example exactly once.
 `batch_size` is always the per-process batch; the global batch is batch_size × processes.
 The iterator state (`get_state`/`set_state`, or orbax via `grain.checkpoint.CheckpointSave`)
 restores the exact next batch. With `workers > 0` the batches are built in grain worker
-processes; the saved state is per worker, so resume with the same `workers`.
+processes and the state is per worker. `carry_over_state` turns the states that every
+process of a run saved into the state for another process count, worker count or batch
+size: the global stream position, which is what makes a run resumable on any topology.
 """
 
 from __future__ import annotations
@@ -262,6 +265,63 @@ class Loader(grain.DatasetIterator):
             self._leftover = _rows(rows, slice(len(rows["label"]) - leftover, None))
 
 
+def _pipeline_position(state: dict[str, Any]) -> int:
+    """Batches a grain pipeline state has consumed: in-process, or summed over its workers."""
+    if "next_index" in state:
+        return int(state["next_index"])
+    return sum(int(worker["next_index"]) for worker in state["iterators_in_use_states"])
+
+
+def _pipeline_state(position: int, workers: int) -> dict[str, Any]:
+    """The grain pipeline state after `position` batches, in-process or over `workers` workers.
+
+    mp_prefetch deals batches round-robin: worker w builds batches w, w + W, ..., so after
+    `position` batches it has built ceil((position - w) / W) and the next one comes from
+    worker position mod W. (tests/test_data_loader.py checks this against real iteration.)
+    """
+    if workers == 0:
+        return {"next_index": position}
+    return {
+        "next_index_in_cycle": position % workers,
+        "next_index_in_datasets": workers,
+        "iterators_in_use_indices": list(range(workers)),
+        "iterators_in_use_states": [
+            {"next_index": max(0, -(-(position - w) // workers))} for w in range(workers)
+        ],
+        "exhausted": [0] * workers,
+        "future_states": {},
+    }
+
+
+def carry_over_state(
+    saved: list[dict[str, Any]],
+    *,
+    saved_batch_size: int,
+    batch_size: int,
+    shard: tuple[int, int],
+    workers: int,
+) -> tuple[dict[str, Any], int]:
+    """This process's training-loader state from the states of all processes of a saved run.
+
+    `saved` holds one Loader state per process of the run that saved them (in process order),
+    `saved_batch_size` is that run's global batch and `batch_size` this run's. The position
+    carried over is in examples of the global stream: the furthest any saved process had read.
+    Returns the state and how many examples that position could not account for exactly
+    (rows of undecodable images and partly used batches: they may repeat or be left out).
+    """
+    positions = [_pipeline_position(state["pipeline"]) for state in saved]
+    examples = max(positions) * saved_batch_size
+    uncertain = sum(int(state["num_skipped"]) + int(state["leftover"]) for state in saved)
+    uncertain += (max(positions) - min(positions)) * saved_batch_size
+    position, remainder = divmod(examples, batch_size)
+    state = {
+        "pipeline": _pipeline_state(position, workers),
+        "leftover": 0,
+        "num_skipped": sum(int(s["num_skipped"]) for s in saved) if shard[0] == 0 else 0,
+    }
+    return state, uncertain + remainder
+
+
 def make_loader(
     name: str,
     split: str,
@@ -340,14 +400,13 @@ def make_loader(
     read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads))
 
     if train:
-        examples = grain.MapDataset.source(source).seed(seed).shuffle()
-        examples = examples[shard_index::shard_count]
-        if len(examples) == 0:
+        if len(source) < shard_count:
             raise LoaderConfigError(
-                f"shard {shard_index} of {shard_count} of {name}/{split} is empty "
-                f"({len(source)} examples); use fewer processes or a larger split"
+                f"{name}/{split} has {len(source)} examples, fewer than the {shard_count} "
+                "processes; use fewer processes or a larger split"
             )
-        examples = examples.repeat(num_epochs).random_map(preprocess.train)
+        stream = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
+        examples = stream.random_map(preprocess.train)[shard_index::shard_count]
         num_batches = None
     else:
         padded = PaddedShard(source, shard_index, shard_count, batch_size)
