@@ -17,6 +17,7 @@ from absl import app, flags
 from cnnjax.cli import run_cli
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.recipes import RECIPES, build_config
+from cnnjax.train.validation import ConfigError, check_workdir, flag_text, validate_config
 
 FLAGS = flags.FLAGS
 
@@ -80,7 +81,7 @@ flags.DEFINE_string(
 flags.DEFINE_enum("freeze", None, ["", "backbone"], "backbone: train only the classifier head")
 flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
 
-_LISTS_OF_FLOATS = {"lr_decay_epochs": float, "lr_decay_steps": int}
+_LISTS_OF_NUMBERS = {"lr_decay_epochs": float, "lr_decay_steps": int}
 
 
 def default_recipe(dataset: str, model: str) -> str:
@@ -105,10 +106,22 @@ def explicit_values() -> dict[str, Any]:
     for name in TrainConfig.__dataclass_fields__:
         if name in FLAGS and FLAGS[name].present:
             value = FLAGS[name].value
-            if name in _LISTS_OF_FLOATS:
-                value = tuple(_LISTS_OF_FLOATS[name](v) for v in value)
+            if name in _LISTS_OF_NUMBERS:
+                value = _parse_numbers(name, value, _LISTS_OF_NUMBERS[name])
             values[name] = value
     return values
+
+
+def _parse_numbers(name: str, texts: Sequence[str], kind: type) -> tuple[Any, ...]:
+    """A comma-separated list flag as numbers; a bad element is an error naming the flag."""
+    try:
+        return tuple(kind(text) for text in texts)
+    except ValueError:
+        what = "integers" if kind is int else "numbers"
+        raise ConfigError(
+            f"{flag_text(name, texts)} is not valid: {name} must be comma-separated {what}, "
+            f"e.g. {'32000,48000' if kind is int else '30,60,80'}"
+        ) from None
 
 
 def config_from_flags(dataset: str, default_model: str) -> TrainConfig:
@@ -134,6 +147,9 @@ def run(dataset: str, default_model: str) -> None:
 
         config = config_from_flags(dataset, default_model)
         model_spec(config.model)  # unknown model: one line with the list
+        validate_config(config)  # bad values: one line, before anything is built or written
+        if config.workdir:
+            check_workdir(config.workdir)
         try:
             result = train_and_evaluate(config)
         except jax.errors.JaxRuntimeError as e:
