@@ -80,6 +80,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_enum("freeze", None, ["", "backbone"], "backbone: train only the classifier head")
 flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
+flags.DEFINE_boolean(
+    "allow_config_change",
+    False,
+    "resume a workdir with settings other than its checkpoint's (refused otherwise)",
+)
 
 _LISTS_OF_NUMBERS = {"lr_decay_epochs": float, "lr_decay_steps": int}
 
@@ -151,7 +156,7 @@ def run(dataset: str, default_model: str) -> None:
         if config.workdir:
             check_workdir(config.workdir)
         try:
-            result = train_and_evaluate(config)
+            result = train_and_evaluate(config, allow_config_change=FLAGS.allow_config_change)
         except jax.errors.JaxRuntimeError as e:
             if jax.process_count() == 1:
                 raise

@@ -10,7 +10,13 @@ import importlib
 from typing import Any
 
 from cnnjax.data.catalog import DATASETS, DatasetInfo, UnknownDatasetError, dataset_info
-from cnnjax.data.loader import Loader, LoaderConfigError, carry_over_state, make_loader
+from cnnjax.data.loader import (
+    Loader,
+    LoaderConfigError,
+    carry_over_state,
+    loader_state_fits,
+    make_loader,
+)
 from cnnjax.data.sources import (
     DatasetNotPreparedError,
     FakeSpec,
@@ -27,6 +33,7 @@ __all__ = [
     "Loader",
     "LoaderConfigError",
     "carry_over_state",
+    "loader_state_fits",
     "UnknownDatasetError",
     "UnknownSplitError",
     "dataset_info",

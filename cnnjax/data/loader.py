@@ -293,6 +293,14 @@ def _pipeline_state(position: int, workers: int) -> dict[str, Any]:
     }
 
 
+def loader_state_fits(state: dict[str, Any], *, workers: int) -> bool:
+    """Whether a saved Loader state has the layout of a loader with `workers` workers."""
+    pipeline = state["pipeline"]
+    if workers == 0:
+        return "next_index" in pipeline
+    return len(pipeline.get("iterators_in_use_states", ())) == workers
+
+
 def carry_over_state(
     saved: list[dict[str, Any]],
     *,

@@ -5,26 +5,48 @@ into a temporary directory and renames it only once complete, so a run killed mi
 its previous checkpoint intact and the half-written one is ignored and cleaned up. Kept: the
 latest `keep` checkpoints plus the best one by validation top-1.
 
+Every checkpoint also holds a checksum of each array (computed on the device at save time),
+so a restore can tell an intact checkpoint from a truncated or bit-flipped one. Resuming takes
+the newest intact checkpoint; damaged ones are named in one warning and set aside under
+`WORKDIR/damaged_checkpoints/` (never deleted, never counted by the keep-N policy). When
+checkpoints exist but none is intact, nothing is touched and the run stops with one line.
+
+The data-iterator state of every process is stored (`data/process_K-of-N.json`), so a run
+can resume on another process count: the global stream position carries over.
+
 `load(workdir)` gives research code `(model, variables, config)` from a run's checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
+import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import linen as nn
 
-from cnnjax.train.config import TrainConfig
+from cnnjax.train.config import (
+    EXTENDABLE_FIELDS,
+    IDENTITY_FIELDS,
+    OPERATIONAL_FIELDS,
+    TrainConfig,
+    changed_fields,
+    describe_changes,
+)
 
 BEST_METRIC = "val_top1"
-_IDENTITY_FIELDS = ("model", "dataset", "num_classes")
+DAMAGED_DIR = "damaged_checkpoints"
+_DATA_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 
 
 class CheckpointMismatchError(ValueError):
@@ -35,8 +57,45 @@ class DamagedCheckpointError(ValueError):
     """A checkpoint cannot be read back intact; the message names its step and the intact ones."""
 
 
+class ConfigChangedError(ValueError):
+    """A resumed run was given settings that differ from the checkpoint's."""
+
+
+class CheckpointSaveError(ValueError):
+    """A save failed for a reason the user can fix (disk full, permissions)."""
+
+
 # Fresh buffers for every leaf (a jitted `copy` never aliases its non-donated inputs).
 _copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+    """Position-weighted sum of the array's 32-bit words mod 2**32: any 1-bit flip changes it.
+
+    Each weight is odd, so flipping bit b of word i changes the sum by ±2**b · w_i ≠ 0 mod 2**32.
+    """
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_:
+        words = x.astype(jnp.uint32)
+    elif x.dtype.itemsize == 1:
+        words = jax.lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
+    elif x.dtype.itemsize == 2:
+        words = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    else:  # 4 bytes, or 8 (a trailing axis of two words)
+        words = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    words = words.ravel()
+    weights = jnp.arange(words.size, dtype=jnp.uint32) * jnp.uint32(0x9E3779B1) | jnp.uint32(1)
+    return jnp.sum(words * weights, dtype=jnp.uint32)
+
+
+_checksums = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
+
+
+def checksums(tree: Any) -> dict[str, int]:
+    """{array path: checksum} of a pytree of arrays (computed where the arrays live)."""
+    sums = _checksums(tree)
+    flat = jax.tree_util.tree_flatten_with_path(sums)[0]
+    return {jax.tree_util.keystr(path): int(np.asarray(value)) for path, value in flat}
 
 
 class _IteratorPosition:
@@ -51,6 +110,16 @@ class _IteratorPosition:
 
     def get_state(self) -> bytes:
         return self._encoded
+
+
+@dataclasses.dataclass
+class Restored:
+    """An intact checkpoint read back: its step, state, config and every process's data state."""
+
+    step: int
+    state: Any
+    config: TrainConfig
+    data_states: list[dict[str, Any]]  # one per process of the run that saved it
 
 
 def use_coordination_service_barriers() -> None:
@@ -73,7 +142,7 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 
 
 class RunCheckpoints:
-    """The checkpoints of one run: save (async), restore the latest valid one, keep the best."""
+    """The checkpoints of one run: save (async), restore the newest intact one, keep the best."""
 
     def __init__(self, workdir: str | Path, *, keep: int = 3):
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
@@ -96,29 +165,13 @@ class RunCheckpoints:
             use_coordination_service_barriers()
         self.directory = checkpoint_dir(workdir)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.damaged: list[tuple[int, str]] = []  # (step, problem) found by restore_latest
         self._saver: threading.Thread | None = None
         self._error: BaseException | None = None
         self._last_step: int | None = None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
-
-    def check_compatible(self, config: TrainConfig) -> None:
-        """Raise (before anything is written) if the workdir's run is a different one."""
-        step = self.latest_step()
-        if step is None:
-            return
-        stored = read_config(self.directory.parent, step)
-        diffs = [
-            f"{f} {getattr(stored, f)!r} (this run: {getattr(config, f)!r})"
-            for f in _IDENTITY_FIELDS
-            if getattr(stored, f) != getattr(config, f)
-        ]
-        if diffs:
-            raise CheckpointMismatchError(
-                f"{self.directory.parent} holds checkpoints of another run: {'; '.join(diffs)}; "
-                "pass a new --workdir (nothing was overwritten)"
-            )
 
     def save(
         self,
@@ -130,37 +183,42 @@ class RunCheckpoints:
     ) -> bool:
         """Snapshot the state and hand the save to a background thread; False if step exists.
 
-        The training loop only waits for an on-device copy of the state to be *dispatched* (the
-        next step donates the originals) and for the iterator position to be read; orbax's own
-        blocking part (host transfer, directories) runs on the saver thread. One save is in
-        flight at a time.
+        The training loop only waits for an on-device copy of the state and its checksums to
+        be *dispatched* (the next step donates the originals) and for the iterator position to
+        be read; orbax's own blocking part (host transfer, directories) runs on the saver
+        thread. One save is in flight at a time.
         """
         if step == self._last_step or step in self.manager.all_steps():
             return False
         self._join()
         self._last_step = step
         snapshot = _copy_tree(state)  # one dispatch; the copy runs before the next step
+        sums = _checksums(snapshot)
         position = _IteratorPosition(data_iterator.get_state())
         self._saver = threading.Thread(
             target=self._save_now,
-            args=(step, snapshot, position, json.loads(config.to_json()), metrics),
+            args=(step, snapshot, sums, position, json.loads(config.to_json()), metrics),
             name=f"cnnjax-save-{step}",
         )
         self._saver.start()
         return True
 
-    def _save_now(self, step, state, position, config, metrics) -> None:
+    def _save_now(self, step, state, sums, position, config, metrics) -> None:
         import grain  # the iterator handler lives in grain
 
         try:
+            flat = jax.tree_util.tree_flatten_with_path(sums)[0]
+            recorded = {jax.tree_util.keystr(k): int(np.asarray(v)) for k, v in flat}
             args = ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=grain.checkpoint.CheckpointSave(position),
                 config=ocp.args.JsonSave(config),
+                checksums=ocp.args.JsonSave(recorded),
             )
             self.manager.save(step, args=args, metrics=metrics, force=True)
+            self.manager.wait_until_finished()
         except BaseException as e:  # re-raised in the training thread at the next wait/save
-            self._error = e
+            self._error = _explain_save_error(e, step, state, self.directory)
 
     def _join(self) -> None:
         if self._saver is not None:
@@ -170,28 +228,56 @@ class RunCheckpoints:
             error, self._error = self._error, None
             raise error
 
-    def restore_latest(self, state_template: Any, data_iterator: Any) -> tuple[Any, int] | None:
-        """Restore the newest readable checkpoint into the template's shapes and shardings.
+    def restore_latest(self, state_template: Any) -> Restored | None:
+        """The newest intact checkpoint in the template's shapes and shardings; None if none.
 
-        Falls back to older checkpoints if the newest cannot be read; None when there is none.
+        Damaged checkpoints are skipped and recorded in `self.damaged` (see `set_aside_damaged`).
+        Checkpoints that exist but are all damaged raise DamagedCheckpointError and touch nothing.
         """
-        import grain
-
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
+        self.damaged = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                restored = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract),
-                        data=grain.checkpoint.CheckpointRestore(data_iterator),
-                    ),
-                )
-            except (ValueError, OSError, KeyError) as e:  # unreadable: try the one before
-                logging.warning("checkpoint %d unreadable (%s); trying an older one", step, e)
+                restored = _restore_verified(self.manager, self.directory, step, abstract)
+            except Exception as e:  # noqa: BLE001 - any failure to read back means damaged
+                self.damaged.append((step, _first_line(e)))
                 continue
-            return restored.state, step
+            if self.damaged:
+                logging.warning(
+                    "damaged checkpoint(s) in %s: %s; resuming from step %d, the newest intact one",
+                    self.directory,
+                    "; ".join(f"step {s}: {why}" for s, why in self.damaged),
+                    step,
+                )
+            return restored
+        if self.damaged:
+            raise DamagedCheckpointError(
+                f"no intact checkpoint in {self.directory}: "
+                + "; ".join(f"step {s}: {why}" for s, why in self.damaged)
+                + f"; nothing was changed (move {self.directory} away to start afresh)"
+            )
         return None
+
+    def set_aside_damaged(self) -> None:
+        """Move the damaged checkpoints out of orbax's view, so keep-N never counts them."""
+        if not self.damaged:
+            return
+        if jax.process_index() == 0:
+            aside = self.directory.parent / DAMAGED_DIR
+            aside.mkdir(exist_ok=True)
+            for step, _ in self.damaged:
+                target = aside / str(step)
+                suffix = 1
+                while target.exists():
+                    target, suffix = aside / f"{step}.{suffix}", suffix + 1
+                shutil.move(str(self.directory / str(step)), str(target))
+                logging.warning("moved damaged checkpoint %d to %s", step, target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("cnnjax: damaged checkpoints set aside")
+        self.manager.reload()
+        self.damaged = []
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are committed."""
@@ -203,6 +289,112 @@ class RunCheckpoints:
             self.wait()
         finally:
             self.manager.close()
+
+
+def check_resume_config(
+    saved: TrainConfig, config: TrainConfig, *, allow_config_change: bool = False
+) -> None:
+    """Refuse (before anything is written) a resume whose settings differ from the checkpoint's.
+
+    Another model, dataset or head is another run. Other changes need allow_config_change,
+    except those that only extend the run or change how it is run (logged).
+    """
+    changes = changed_fields(saved, config)
+    workdir = Path(config.workdir)
+    identity = {k: v for k, v in changes.items() if k in IDENTITY_FIELDS}
+    if identity:
+        raise CheckpointMismatchError(
+            f"{workdir} holds checkpoints of another run ({describe_changes(identity)}); "
+            "pass a new --workdir (nothing was overwritten)"
+        )
+    free = EXTENDABLE_FIELDS + OPERATIONAL_FIELDS
+    refused = {k: v for k, v in changes.items() if k not in free}
+    if refused and not allow_config_change:
+        raise ConfigChangedError(
+            f"{workdir} was trained with other settings: {describe_changes(refused)}; run the "
+            f"command it was started with (its settings are in {workdir / 'config.json'}), pass "
+            "--allow_config_change to resume with the new ones, or use another --workdir "
+            "(nothing was written)"
+        )
+    if refused:
+        logging.warning("resuming with changed settings: %s", describe_changes(refused))
+    extended = {k: v for k, v in changes.items() if k in EXTENDABLE_FIELDS}
+    if extended:
+        logging.info("resuming with a new length: %s", describe_changes(extended))
+
+
+def _first_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _explain_save_error(
+    error: BaseException, step: int, state: Any, directory: Path
+) -> BaseException:
+    """A one-line CheckpointSaveError for a full disk or a permission problem; else `error`."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None or cause.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+        return error
+    needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state)) / 2**20
+    free = shutil.disk_usage(directory).free / 2**20 if directory.exists() else float("nan")
+    problem = "disk full" if cause.errno in (errno.ENOSPC, errno.EDQUOT) else cause.strerror
+    return CheckpointSaveError(
+        f"saving checkpoint {step} to {directory} failed ({problem}): it needs about "
+        f"{needed:.0f} MiB and {free:.0f} MiB are free; the older checkpoints are intact and the "
+        "partial one is removed at the next start; free space and run the same command to resume"
+    )
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.relative_to(path.parents[2])} is missing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path.relative_to(path.parents[2])} is not valid JSON ({e})") from None
+
+
+def read_data_states(directory: Path, step: int) -> list[dict[str, Any]]:
+    """Every process's saved data-iterator state of checkpoint `step`, in process order."""
+    folder = directory / str(step) / "data"
+    found = {}
+    counts = set()
+    for path in folder.glob("process_*-of-*.json") if folder.is_dir() else []:
+        match = _DATA_FILE.fullmatch(path.name)
+        if match:
+            found[int(match[1])] = path
+            counts.add(int(match[2]))
+    if len(counts) != 1:
+        raise FileNotFoundError(f"{step}/data holds no complete set of iterator states")
+    (count,) = counts
+    missing = sorted(set(range(count)) - set(found))
+    if missing:
+        raise FileNotFoundError(f"{step}/data/process_{missing[0]}-of-{count}.json is missing")
+    return [_read_json(found[k]) for k in range(count)]
+
+
+def _restore_verified(manager: Any, directory: Path, step: int, abstract: Any) -> Restored:
+    """Read checkpoint `step` back and check it against its recorded checksums."""
+    config = TrainConfig.from_json(
+        json.dumps(_read_json(directory / str(step) / "config" / "metadata"))
+    )
+    data_states = read_data_states(directory, step)
+    recorded_path = directory / str(step) / "checksums" / "metadata"
+    recorded = _read_json(recorded_path) if recorded_path.exists() else None
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    )
+    state = restored.state
+    if recorded is None:
+        logging.info("checkpoint %d has no checksums (written before they existed)", step)
+    else:
+        actual = checksums(state)
+        bad = [path for path, value in actual.items() if recorded.get(path) != value]
+        if bad:
+            raise ValueError(f"array {bad[0]} does not match its checksum ({len(bad)} arrays)")
+    return Restored(step=step, state=state, config=config, data_states=data_states)
 
 
 def _steps(workdir: str | Path) -> list[int]:
@@ -218,15 +410,15 @@ def read_config(workdir: str | Path, step: int | None = None) -> TrainConfig:
     if not steps:
         raise FileNotFoundError(f"no checkpoints in {checkpoint_dir(workdir)}")
     step = steps[-1] if step is None else step
-    path = checkpoint_dir(workdir) / str(step) / "config" / "metadata"
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {step} in {checkpoint_dir(workdir)} has no config")
-    return TrainConfig.from_json(path.read_text())
+    raw = _read_json(checkpoint_dir(workdir) / str(step) / "config" / "metadata")
+    return TrainConfig.from_json(json.dumps(raw))
 
 
 def _restore_state(workdir: str | Path, step: int) -> Any:
+    """Checkpoint `step`'s train state on this process's first device, checked against checksums."""
+    directory = checkpoint_dir(workdir)
     with ocp.CheckpointManager(
-        checkpoint_dir(workdir),
+        directory,
         item_handlers={"state": ocp.StandardCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(read_only=True),
     ) as manager:
@@ -236,15 +428,26 @@ def _restore_state(workdir: str | Path, step: int) -> Any:
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
             dict(manager.item_metadata(step)["state"]),
         )
-        return manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-        )
+        return _restore_verified(manager, directory, step, target).state
+
+
+def _try_restore(workdir: str | Path, step: int) -> tuple[Any, str | None]:
+    """(state, None) when checkpoint `step` reads back intact, else (None, the problem)."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # a read-only manager warns about what it will not do
+    try:
+        return _restore_state(workdir, step), None
+    except Exception as e:  # noqa: BLE001 - any failure to read back means damaged
+        return None, _first_line(e)
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict, TrainConfig]:
     """`(model, variables, config)` of a run's checkpoint (default: the latest) for research code.
 
-    `model.apply(variables, x, train=False)` then evaluates the trained network.
+    `model.apply(variables, x, train=False)` then evaluates the trained network. A damaged
+    checkpoint raises DamagedCheckpointError naming its step, the problem and the intact steps.
     """
     from cnnjax.models import create_model
 
@@ -254,14 +457,18 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
     if step is not None and step not in steps:
         raise ValueError(f"no checkpoint at step {step}; available: {', '.join(map(str, steps))}")
     step = steps[-1] if step is None else step
+    state, problem = _try_restore(workdir, step)
+    if problem is not None:
+        intact = [s for s in reversed(steps) if s != step and _try_restore(workdir, s)[1] is None]
+        advice = (
+            f"intact: {', '.join(map(str, intact))} (choose one with --step)"
+            if intact
+            else "no other checkpoint is intact"
+        )
+        raise DamagedCheckpointError(
+            f"checkpoint {step} in {checkpoint_dir(workdir)} is damaged ({problem}); {advice}"
+        )
     config = read_config(workdir, step)
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # a read-only manager warns about what it will not do
-    try:
-        restored = _restore_state(workdir, step)
-    finally:
-        logging.set_verbosity(verbosity)
-    state = restored.state
     model = create_model(config.model, num_classes=config.num_classes)
     variables = {"params": state["params"], **state.get("model_state", {})}
     return model, variables, config

@@ -6,6 +6,20 @@ import dataclasses
 import json
 from typing import Any
 
+# Fields that identify a run: a workdir holding another value belongs to another run.
+IDENTITY_FIELDS = ("model", "dataset", "num_classes")
+# Fields a resumed run may change freely: how long it trains, and how, not what it computes.
+EXTENDABLE_FIELDS = ("epochs", "max_steps")
+OPERATIONAL_FIELDS = (
+    "workdir",
+    "data_dir",
+    "workers",
+    "init_from",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -70,3 +84,17 @@ class TrainConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
         return cls(**values)
+
+
+def changed_fields(before: TrainConfig, after: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """{field: (before, after)} for every field whose value differs."""
+    return {
+        f.name: (getattr(before, f.name), getattr(after, f.name))
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(before, f.name) != getattr(after, f.name)
+    }
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """'batch_size 32 → 64, lr 0.05 → 0.5': the changes as a reader would write them."""
+    return ", ".join(f"{name} {old!r} → {new!r}" for name, (old, new) in changes.items())

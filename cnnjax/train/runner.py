@@ -8,10 +8,14 @@ and on SIGTERM, and never saves a state whose loss went non-finite.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from absl import logging
 from cnnjax import data as cdata
 from cnnjax.models import create_model
 from cnnjax.train import distributed
-from cnnjax.train.checkpoints import RunCheckpoints
+from cnnjax.train.checkpoints import Restored, RunCheckpoints, check_resume_config
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.logger import RunLogger, plot_curves, read_metrics
 from cnnjax.train.optim import base_learning_rate, make_optimizer, total_steps
@@ -35,6 +39,8 @@ from cnnjax.train.run_inputs import (
 )
 from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
 from cnnjax.train.transfer import init_from_run
+from cnnjax.train.validation import check_workdir, validate_config
+from cnnjax.train.workdir_lock import run_lock
 
 
 class TrainingDivergedError(ValueError):
@@ -64,28 +70,47 @@ def default_workdir(config: TrainConfig) -> str:
 
 
 class _Preemption:
-    """Agreement on when to stop for a preemption notice (SIGTERM), then save and exit cleanly.
+    """Agreement on when to stop for a preemption notice (SIGTERM) or Ctrl-C, then save and exit.
 
-    One process: a SIGTERM handler sets a flag checked between steps. Several processes: JAX's
-    preemption sync manager (started by `jax.distributed`, which also catches SIGTERM) picks
-    the same safe step on every process, so no process leaves a collective the others are in.
+    One process: SIGTERM and the first SIGINT set a flag checked between steps and between
+    evaluation batches. Several processes: JAX's preemption sync manager (started by
+    `jax.distributed`, which catches SIGTERM) picks the same safe step on every process, so no
+    process leaves a collective the others are in; Ctrl-C is turned into that SIGTERM. A second
+    Ctrl-C stops at once: the last complete checkpoint is intact, a save in flight is discarded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_abort: Callable[[], None]) -> None:
         self.multi_process = jax.process_count() > 1
         self.requested = False
-        self._previous = None
+        self._on_abort = on_abort
+        self._interrupts = 0
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Preemption:
-        if not self.multi_process:
-            try:
-                self._previous = signal.signal(signal.SIGTERM, self._handle)
-            except ValueError:  # not the main thread: no handler
-                self._previous = None
+        signals = [signal.SIGINT] + ([] if self.multi_process else [signal.SIGTERM])
+        for signum in signals:
+            with contextlib.suppress(ValueError):  # not the main thread: no handler
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                print(
+                    "\nstopped at once; the last complete checkpoint is intact (a save in "
+                    "flight is discarded); run the same command to resume from it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self._on_abort()
+                os._exit(130)
+            logging.warning("Ctrl-C: saving a checkpoint and stopping (Ctrl-C again stops at once)")
+            if self.multi_process:  # the same path as a preemption notice, on every process
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+        else:
+            logging.warning("SIGTERM received: saving a checkpoint and stopping")
         self.requested = True
 
     def reached(self, step: int) -> bool:
@@ -99,9 +124,13 @@ class _Preemption:
             self.requested = True
         return self.requested
 
+    def local_stop(self) -> bool:
+        """A stop this process may act on alone (one process: between evaluation batches)."""
+        return self.requested and not self.multi_process
+
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def ensure_prepared(config: TrainConfig) -> None:
@@ -131,15 +160,25 @@ def _fetch(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
 
 
 def evaluate(
-    steps: Steps, state: TrainState, config: TrainConfig, image_size: int, local_batch: int
-) -> dict[str, float]:
-    """top-1/top-5/loss over every example of the eval split (padded batches with a mask)."""
+    steps: Steps,
+    state: TrainState,
+    config: TrainConfig,
+    image_size: int,
+    local_batch: int,
+    stop: Callable[[], bool] = lambda: False,
+) -> dict[str, float] | None:
+    """top-1/top-5/loss over every example of the eval split (padded batches with a mask).
+
+    None when `stop()` turns true between batches (a preemption notice on one process).
+    """
     info = cdata.dataset_info(config.dataset)
     loader = make_run_loader(
         config, info.eval_split, train=False, batch_size=local_batch, image_size=image_size
     )
     totals = None
     for batch in loader:
+        if stop():
+            return None
         sums = steps.eval(state, steps.to_global(batch))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
@@ -152,17 +191,67 @@ def evaluate(
     }
 
 
-def train_and_evaluate(config: TrainConfig) -> RunResult:
-    """Train `config.model` on `config.dataset`, resuming from `config.workdir` if possible."""
+def train_and_evaluate(config: TrainConfig, *, allow_config_change: bool = False) -> RunResult:
+    """Train `config.model` on `config.dataset`, resuming from `config.workdir` if possible.
+
+    The configuration is validated and the workdir locked before anything is written; a resume
+    with other settings than the checkpoint's is refused unless `allow_config_change`.
+    """
     distributed.initialize()
     info = cdata.dataset_info(config.dataset)
     config = config.replace(
         num_classes=config.num_classes or info.num_classes,
         workdir=config.workdir or default_workdir(config),
     )
+    validate_config(config, processes=jax.process_count())
+    check_workdir(config.workdir)
+    check_batch_divides(config.batch_size, jax.device_count())
+    with run_lock(
+        config.workdir, process_index=jax.process_index(), process_count=jax.process_count()
+    ) as lock:
+        return _train(config, info, allow_config_change, lock)
+
+
+def _resume_data(train_iter: cdata.Loader, restored: Restored, config: TrainConfig) -> None:
+    """Put the training loader where the checkpoint's run was, on this run's topology."""
+    saved = restored.data_states
+    index, count = jax.process_index(), jax.process_count()
+    own = saved[index] if len(saved) == count else None
+    same_layout = (
+        own is not None
+        and restored.config.batch_size == config.batch_size
+        and cdata.loader_state_fits(own, workers=config.workers)
+    )
+    if same_layout:
+        train_iter.set_state(own)
+        return
+    state, uncertain = cdata.carry_over_state(
+        saved,
+        saved_batch_size=restored.config.batch_size,
+        batch_size=config.batch_size,
+        shard=(index, count),
+        workers=config.workers,
+    )
+    train_iter.set_state(state)
+    logging.warning(
+        "checkpoint %d was saved by %d process(es) with %d worker(s) and batch %d; this run has "
+        "%d, %d and %d: the data position carries over%s",
+        restored.step,
+        len(saved),
+        restored.config.workers,
+        restored.config.batch_size,
+        count,
+        config.workers,
+        config.batch_size,
+        f" (up to {uncertain} examples may repeat or be left out)" if uncertain else " exactly",
+    )
+
+
+def _train(
+    config: TrainConfig, info: cdata.DatasetInfo, allow_config_change: bool, lock: Any
+) -> RunResult:
     is_main = jax.process_index() == 0
     mesh = make_mesh()
-    check_batch_divides(config.batch_size, jax.device_count())
     local_batch = config.batch_size // jax.process_count()
     image_size = resolve_image_size(config, info)
     ensure_prepared(config)
@@ -190,11 +279,13 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
     state = steps.init(example)
 
     checkpoints = RunCheckpoints(config.workdir, keep=config.keep_checkpoints)
-    checkpoints.check_compatible(config)
-    restored = checkpoints.restore_latest(state, train_iter)
+    restored = checkpoints.restore_latest(state)
     start_step = 0
     if restored is not None:
-        state, start_step = restored
+        check_resume_config(restored.config, config, allow_config_change=allow_config_change)
+        checkpoints.set_aside_damaged()
+        state, start_step = restored.state, restored.step
+        _resume_data(train_iter, restored, config)
         logging.info("resumed %s from step %d", config.workdir, start_step)
     elif config.init_from:
         state = init_from_run(state, config.init_from)
@@ -232,7 +323,11 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
                 f"in {checkpoints.directory} is kept (try a lower --lr)"
             )
 
-    with _Preemption() as preemption:
+    def abort() -> None:  # a second Ctrl-C: leave the workdir free for the next run
+        if lock is not None:
+            lock.release()
+
+    with _Preemption(abort) as preemption:
         step = start_step
         try:
             while step < num_steps:
@@ -255,9 +350,17 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
                     if log_now:
                         logger.log("train", step, epoch, values)
                     bar.update(step, values)
-                if eval_now:
-                    final_eval = evaluate(steps, state, config, image_size, eval_batch)
+                if eval_now and not stop_now:
+                    evaluated = evaluate(
+                        steps, state, config, image_size, eval_batch, stop=preemption.local_stop
+                    )
+                    if evaluated is None:  # a notice came during the evaluation: save and stop
+                        save(step)
+                        preempted = True
+                        break
+                    final_eval = evaluated
                     logger.log("eval", step, epoch, final_eval)
+                    bar.write(eval_line(step, epoch, final_eval))
                     best_top1 = max(best_top1 or 0.0, final_eval["top1"])
                     if steps.plateau_update is not None:
                         error = jnp.asarray(1.0 - final_eval["top1"], jnp.float32)
@@ -265,10 +368,9 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
                             plateau_state=steps.plateau_update(state.plateau_state, error)
                         )
                     save(step, {"val_top1": final_eval["top1"]})
-                elif save_now:
+                elif save_now or stop_now:
                     save(step)
                 if stop_now:
-                    save(step)
                     preempted = True
                     break
         finally:
@@ -291,13 +393,23 @@ def train_and_evaluate(config: TrainConfig) -> RunResult:
     return result
 
 
+def eval_line(step: int, epoch: float, values: dict[str, float]) -> str:
+    """The console line of one evaluation: step, epoch, top-1, top-5, loss and examples."""
+    return (
+        f"eval step {step} (epoch {epoch:.2f}): top-1 {100 * values['top1']:.2f}%, "
+        f"top-5 {100 * values['top5']:.2f}%, loss {values['loss']:.4f} "
+        f"({int(values['examples']):,} examples)"
+    )
+
+
 def summary_line(result: RunResult) -> str:
     """The short end-of-run summary: best top-1, time, throughput."""
     best = f"{100 * result.best_top1:.2f}%" if result.best_top1 is not None else "n/a"
-    status = "preempted at" if result.preempted else "finished"
+    status = "stopped at" if result.preempted else "finished"
+    resume = "; run the same command to resume" if result.preempted else ""
     return (
         f"{status} step {result.steps}: best eval top-1 {best}, {result.seconds / 60:.1f} min, "
-        f"{result.images_per_second:.0f} img/s; logs and checkpoints in {result.workdir}"
+        f"{result.images_per_second:.0f} img/s; logs and checkpoints in {result.workdir}{resume}"
     )
 
 
@@ -338,6 +450,13 @@ class _Progress:
             lr=f"{values['lr']:.3g}",
             img_s=f"{values['images_per_second']:.0f}",
         )
+
+    def write(self, line: str) -> None:
+        """A line on the console above the bar (process 0 only)."""
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
