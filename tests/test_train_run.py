@@ -63,6 +63,12 @@ def test_short_run_learns_and_writes_its_artifacts(tmp_path):
     assert any((tmp_path / "tensorboard").iterdir())
     assert json.loads((tmp_path / "config.json").read_text())["model"] == "lenet5"
     assert "best eval top-1" in out.stdout
+    # The console shows each evaluation: step, top-1, top-5 and loss, as metrics.jsonl has them.
+    last = evals[-1]
+    assert (
+        f"eval step {last['step']} (epoch {last['epoch']:.2f}): top-1 {100 * last['top1']:.2f}%, "
+        f"top-5 {100 * last['top5']:.2f}%, loss {last['loss']:.4f} (2,000 examples)"
+    ) in out.stderr
 
 
 def test_kill_minus_9_then_resume_is_bit_identical(tmp_path):
@@ -118,7 +124,12 @@ def test_two_processes_agree_with_one(tmp_path):
 def test_nan_loss_stops_in_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
     assert _run(*COMMON, "--max_steps=10", f"--workdir={tmp_path}").returncode == 0
     diverge = _run(
-        *COMMON[:2], "--lr=1e9", "--log_every_steps=1", "--max_steps=30", f"--workdir={tmp_path}"
+        *COMMON[:2],
+        "--lr=1e9",
+        "--log_every_steps=1",
+        "--max_steps=30",
+        "--allow_config_change",
+        f"--workdir={tmp_path}",
     )
     assert diverge.returncode == 2
     assert diverge.stderr.strip().splitlines()[-1].startswith("error: loss became nan")
@@ -132,7 +143,7 @@ def test_a_workdir_of_another_model_is_refused_untouched(tmp_path):
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     other = _run("--model=small_convnet", "--max_steps=5", f"--workdir={tmp_path}")
     assert other.returncode == 2
-    assert "holds checkpoints of another run: model 'lenet5'" in other.stderr
+    assert "holds checkpoints of another run (model 'lenet5' → 'small_convnet')" in other.stderr
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
@@ -167,7 +178,7 @@ def test_sigterm_saves_then_the_run_resumes_on_more_devices(tmp_path):
         time.sleep(0.05)  # the first log line means training is under way
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and "preempted at step" in stdout
+    assert proc.returncode == 0 and "stopped at step" in stdout
     saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert saved and 0 < max(saved) < 400  # a checkpoint at the step SIGTERM arrived
     # Resume the same run on 8 devices (batch 32 splits 4 per device): the state is resharded.
@@ -229,7 +240,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
         line.split()[3].rstrip(":")
         for out in outs
         for line in out.splitlines()
-        if line.startswith("preempted at step")
+        if line.startswith("stopped at step")
     }
     saved = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(steps) == 1 and saved == [steps.pop()]

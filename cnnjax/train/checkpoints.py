@@ -91,11 +91,19 @@ def _leaf_checksum(x: jax.Array) -> jax.Array:
 _checksums = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
 
 
+def _by_path(tree: Any) -> dict[str, Any]:
+    """{'params/conv1/kernel': leaf}: paths that read the same for dataclasses, tuples and dicts.
+
+    A restore without the TrainState template gives plain dicts and lists where the saved tree
+    had a dataclass and optax's named tuples; the simple form of the path is the same for both.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf for path, leaf in flat}
+
+
 def checksums(tree: Any) -> dict[str, int]:
     """{array path: checksum} of a pytree of arrays (computed where the arrays live)."""
-    sums = _checksums(tree)
-    flat = jax.tree_util.tree_flatten_with_path(sums)[0]
-    return {jax.tree_util.keystr(path): int(np.asarray(value)) for path, value in flat}
+    return {path: int(np.asarray(value)) for path, value in _by_path(_checksums(tree)).items()}
 
 
 class _IteratorPosition:
@@ -207,8 +215,7 @@ class RunCheckpoints:
         import grain  # the iterator handler lives in grain
 
         try:
-            flat = jax.tree_util.tree_flatten_with_path(sums)[0]
-            recorded = {jax.tree_util.keystr(k): int(np.asarray(v)) for k, v in flat}
+            recorded = {path: int(np.asarray(v)) for path, v in _by_path(sums).items()}
             args = ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=grain.checkpoint.CheckpointSave(position),
