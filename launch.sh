@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cnnjax launcher: set up on first use, run the tests, or run an experiment.
 #
-#   ./launch.sh setup                       install cnnjax and its dependencies (idempotent)
+#   ./launch.sh setup                       install cnnjax and its dependencies (idempotent; as
+#                                           root on Debian/Ubuntu also dataset-fashion-mnist)
 #   ./launch.sh test [pytest args]          set up if needed, then run the test suite
 #   ./launch.sh experiments.NAME [flags]    set up if needed, then run one experiment
 #   ./launch.sh --nproc=N experiments.NAME  N local processes on 127.0.0.1 (jax.distributed,
@@ -32,6 +33,28 @@ setup() {
     "$PYTHON" -m pip install --quiet --upgrade pip
     "$PYTHON" -m pip install --quiet -e ".${extra:+[$extra]}"
   fi
+  fashion_mnist_files
+}
+
+apt_install() {
+  # Quietly install Debian packages; a failure (no network, held lock) only returns non-zero.
+  DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
+fashion_mnist_files() {
+  # Debian's Fashion-MNIST files let the quick start prepare its dataset without internet.
+  # Installed only as root on Debian/Ubuntu, when missing; setup goes on if apt fails.
+  local dir=/usr/share/datasets/fashion-mnist
+  if [ -d "$dir" ] || [ "$(id -u)" != 0 ] || [ ! -f /etc/debian_version ] \
+    || ! command -v apt-get >/dev/null; then
+    return 0
+  fi
+  echo "launch.sh: installing dataset-fashion-mnist (Fashion-MNIST's files, for offline use) ..." >&2
+  if apt_install dataset-fashion-mnist \
+    || { timeout 300 apt-get update -qq >/dev/null 2>&1 && apt_install dataset-fashion-mnist; }; then
+    return 0
+  fi
+  echo "launch.sh: could not install dataset-fashion-mnist; Fashion-MNIST will be downloaded" >&2
 }
 
 multi_process() {

@@ -71,6 +71,7 @@ class DatasetInfo:
     manual_download: bool = False  # True: the archives must be placed in --manual_dir
     manual_files: tuple[str, ...] = ()  # the archives a manual download needs
     offline_dirs: tuple[str, ...] = ()  # folders that may already hold the raw source files
+    system_package: str = ""  # Debian/Ubuntu package that installs the files in offline_dirs
     resize_size: int | None = None  # eval: shorter side resized to this before the centre crop
     homepage: str = ""
 
@@ -104,6 +105,7 @@ DATASETS: dict[str, DatasetInfo] = {
             pipeline="mnist",
             # Debian/Ubuntu package `dataset-fashion-mnist` installs the four IDX .gz files here.
             offline_dirs=("/usr/share/datasets/fashion-mnist",),
+            system_package="dataset-fashion-mnist",
             homepage="https://github.com/zalandoresearch/fashion-mnist",
         ),
         DatasetInfo(

@@ -4,16 +4,22 @@ A source is a sequence of example dicts `{'image': ..., 'label': int}` with `len
 `__getitem__`, which is what `grain.MapDataset.source` takes. tfds sources come from
 `tfds.data_source` over ArrayRecord files (no TensorFlow at read time) with the image left
 encoded, so decoding happens in our own augmentation code where corrupt files are caught.
+
+Opening a prepared split first checks its ArrayRecord shards (there, opening, with the record
+count dataset_info.json records) and read errors later name their file: a damaged dataset is
+one DatasetDamagedError line with the `prepare --force` command, never a reader traceback.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import importlib
+import itertools
 import os
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,16 +31,116 @@ class DatasetNotPreparedError(ValueError):
     """The dataset is not prepared (as ArrayRecord) in data_dir; the message says how to."""
 
 
+class DatasetDamagedError(DatasetNotPreparedError):
+    """A prepared dataset has a missing or unreadable file; the message names it and the fix."""
+
+
 class UnknownSplitError(ValueError):
     """The split name is not one the dataset has; the message lists the available ones."""
 
 
-def prepare_command(info: DatasetInfo, data_dir: str) -> str:
-    """The shell command that prepares `info` into `data_dir`."""
-    cmd = f"python -m cnnjax.data.prepare --dataset={info.name} --data_dir={shlex.quote(data_dir)}"
+DATASET_INFO_FILE = "dataset_info.json"  # tfds's marker of a complete build
+
+
+def prepare_command(info: DatasetInfo, data_dir: str, *, force: bool = False) -> str:
+    """The shell command that prepares `info` into `data_dir` (named only when not the default)."""
+    cmd = f"python -m cnnjax.data.prepare --dataset={info.name}"
+    if data_dir != resolve_data_dir(None):
+        cmd += f" --data_dir={shlex.quote(data_dir)}"
+    if force:
+        cmd += " --force"
     if info.manual_download:
         cmd += " --manual_dir=DIR (DIR holding " + " and ".join(info.manual_files) + ")"
     return cmd
+
+
+def damaged_error(info: DatasetInfo, data_dir: str, what: str) -> DatasetDamagedError:
+    """The one-line error for a broken file of a prepared dataset, with the rebuild command."""
+    return DatasetDamagedError(
+        f"dataset {info.name!r} is damaged: {what}; rebuild it with: "
+        + prepare_command(info, data_dir, force=True)
+    )
+
+
+def _first_clause(error: BaseException) -> str:
+    """The start of a reader's error message (riegeli's run on with byte offsets)."""
+    return " ".join(str(error).split(";")[0].split()) or type(error).__name__
+
+
+def shard_problem(path: str, num_records: int) -> str | None:
+    """Why ArrayRecord file `path` cannot serve `num_records` records, or None when it can.
+
+    Opening a reader reads only the file's footer and index, so a missing, truncated or
+    overwritten file is found without reading a record (a few ms a file).
+    """
+    from array_record.python import array_record_module
+
+    if not os.path.isfile(path):
+        return "is missing"
+    reader = array_record_module.ArrayRecordReader(path, "readahead_buffer_size:0")
+    ok, count, reason = reader.ok(), reader.num_records(), ""
+    try:
+        reader.close()  # raises the reader's error, if any
+    except RuntimeError as e:
+        ok, reason = False, _first_clause(e)
+    if not ok:
+        return f"is unreadable ({reason or 'not an ArrayRecord file'})"
+    if count != num_records:
+        return f"has {count} records where {num_records} were written (truncated?)"
+    return None
+
+
+# Shards found intact, by path: (size, mtime_ns) then. A shard is checked again when either
+# changes, so repeated opens of a split (epoch lengths, loaders) cost a stat per file.
+_INTACT: dict[str, tuple[int, int]] = {}
+
+
+def find_damage(shards: Iterable[tuple[str, int]]) -> str | None:
+    """'<path> <problem>' for the first shard (path, records) that is not intact, else None."""
+    for path, num_records in dict(shards).items():
+        try:
+            stat = os.stat(path)
+            key = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            key = None
+        if key is not None and _INTACT.get(path) == key:
+            continue
+        problem = shard_problem(path, num_records)
+        if problem is not None:
+            _INTACT.pop(path, None)
+            return f"{path} {problem}"
+        if key is not None:
+            _INTACT[path] = key
+    return None
+
+
+def check_shards(info: DatasetInfo, data_dir: str, shards: Iterable[tuple[str, int]]) -> None:
+    """Raise DatasetDamagedError naming the first shard (path, records) that is not intact."""
+    if (what := find_damage(shards)) is not None:
+        raise damaged_error(info, data_dir, what)
+
+
+def split_shards(builder: Any, split: str) -> list[tuple[str, int, int]]:
+    """(path, records in the file, records read) of every shard a split (or slice) reads."""
+    return [
+        (os.fspath(fi.filename), int(fi.examples_in_shard), int(fi.take))
+        for fi in builder.info.splits[split].file_instructions
+    ]
+
+
+def find_build_damage(builder: Any) -> str | None:
+    """What is wrong with the build in the builder's folder (None: intact, or no build there).
+
+    Cheap: dataset_info.json must be there, and every shard of every split must open with its
+    record count; no record is read.
+    """
+    if half_written(builder):
+        marker = os.path.join(os.fspath(builder.data_path), DATASET_INFO_FILE)
+        return f"{marker} is missing (a half-written build?)"
+    if not builder.is_prepared():
+        return None
+    shards = [shard for split in builder.info.splits for shard in split_shards(builder, split)]
+    return find_damage((path, records) for path, records, _ in shards)
 
 
 def _tfds():
@@ -45,6 +151,12 @@ def _tfds():
     return importlib.import_module("tensorflow_datasets")
 
 
+def half_written(builder: Any) -> bool:
+    """Whether the builder's version folder has files but no dataset_info.json (not usable)."""
+    path = os.fspath(builder.data_path)
+    return os.path.isdir(path) and bool(os.listdir(path)) and not builder.is_prepared()
+
+
 def prepared_builder(info: DatasetInfo, data_dir: str | os.PathLike | None) -> Any:
     """The tfds builder of a dataset prepared as ArrayRecord in data_dir, else a clear error."""
     if info.tfds_name is None:
@@ -52,6 +164,8 @@ def prepared_builder(info: DatasetInfo, data_dir: str | os.PathLike | None) -> A
     data_dir = resolve_data_dir(data_dir)
     builder = _tfds().builder(info.tfds_name, data_dir=data_dir)
     if not builder.is_prepared():
+        if half_written(builder):
+            raise damaged_error(info, data_dir, find_build_damage(builder) or "")
         raise DatasetNotPreparedError(
             f"dataset {info.name!r} is not prepared in {data_dir}; run: "
             + prepare_command(info, data_dir)
@@ -83,16 +197,69 @@ def open_tfds_source(
     info: DatasetInfo, split: str, data_dir: str | os.PathLike | None
 ) -> Sequence[dict[str, Any]]:
     """Random-access source over a prepared split, images left as encoded bytes."""
+    data_dir = resolve_data_dir(data_dir)
     builder = prepared_builder(info, data_dir)
     check_split(builder, info, split)
+    shards = split_shards(builder, split)
+    check_shards(info, data_dir, ((path, records) for path, records, _ in shards))
     tfds = _tfds()
-    return tfds.data_source(
+    source = tfds.data_source(
         info.tfds_name,
         split=split,
-        data_dir=resolve_data_dir(data_dir),
+        data_dir=data_dir,
         download=False,
         decoders={"image": tfds.decode.SkipDecoding()},
     )
+    paths, takes = [path for path, _, _ in shards], [take for _, _, take in shards]
+    return CheckedSource(source, info, data_dir, paths, takes)
+
+
+class CheckedSource:
+    """A tfds data source whose read errors become one DatasetDamagedError naming the file.
+
+    A shard can pass the open-time check and still fail later (a record damaged inside the
+    file, a file replaced while training); the reader's RuntimeError then says neither the
+    dataset nor the fix, so it is translated here. Pickles with its source (grain workers).
+    """
+
+    def __init__(
+        self,
+        source: Sequence[Any],
+        info: DatasetInfo,
+        data_dir: str,
+        paths: Sequence[str],
+        takes: Sequence[int],
+    ):
+        self.source = source
+        self.info = info
+        self.data_dir = data_dir
+        self.paths = list(paths)
+        self._ends = list(itertools.accumulate(takes))  # key k is in the file with end > k
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _damaged(self, key: int, error: Exception) -> DatasetDamagedError:
+        path = self.paths[min(bisect.bisect_right(self._ends, key), len(self.paths) - 1)]
+        problem = f"cannot be read at record {key} of the split ({_first_clause(error)})"
+        return damaged_error(self.info, self.data_dir, f"{path} {problem}")
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        try:
+            return self.source[key]
+        except Exception as e:
+            if not isinstance(key, (int, np.integer)) or not 0 <= key < len(self.source):
+                raise  # the caller's mistake, not the file's
+            raise self._damaged(int(key), e) from e
+
+    def __getitems__(self, keys: Sequence[int]) -> list[dict[str, Any]]:
+        read_many = getattr(self.source, "__getitems__", None)
+        if read_many is None:
+            return [self[k] for k in keys]
+        try:
+            return list(read_many(keys))
+        except Exception:
+            return [self[k] for k in keys]  # one at a time, to name the failing record's file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +348,11 @@ def num_examples(
     info = dataset_info(name)
     if info.tfds_name is None:
         return (fake or FakeSpec()).num_examples(split)
+    data_dir = resolve_data_dir(data_dir)
     builder = prepared_builder(info, data_dir)
     check_split(builder, info, split)
+    shards = split_shards(builder, split)
+    check_shards(info, data_dir, ((path, records) for path, records, _ in shards))
     return int(builder.info.splits[split].num_examples)
 
 

@@ -138,10 +138,11 @@ def ensure_prepared(config: TrainConfig) -> None:
     info = cdata.dataset_info(config.dataset)
     if info.tfds_name is None:
         return
-    try:
-        cdata.num_examples(config.dataset, info.train_split, config.data_dir)
+    try:  # both splits' files checked now: a damaged eval split would fail an epoch later
+        for split in (info.train_split, info.eval_split):
+            cdata.num_examples(config.dataset, split, config.data_dir)
         return
-    except cdata.DatasetNotPreparedError:
+    except cdata.DatasetNotPreparedError:  # or damaged (a subclass): prepare rebuilds it
         if info.manual_download:
             raise  # its message says where the archives go and which command prepares them
     if jax.process_index() == 0:
