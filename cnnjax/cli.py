@@ -42,5 +42,8 @@ def run_cli(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], 
             message = " ".join(str(e).split()) or type(e).__name__
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C before a run installed its own handler
+            print("interrupted (Ctrl-C)", file=sys.stderr)
+            sys.exit(130)
 
     return wrapped
