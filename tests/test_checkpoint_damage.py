@@ -167,7 +167,7 @@ def test_load_names_the_damaged_step_and_the_intact_ones(tmp_path):
         load(tmp_path)
     message = str(error.value)
     assert message.startswith(f"checkpoint 30 in {tmp_path / 'checkpoints'} is damaged (")
-    assert message.endswith("intact: 20, 10 (choose one with --step)")
+    assert message.endswith("intact: 20, 10")
     _, variables, _ = load(tmp_path, 20)
     np.testing.assert_array_equal(variables["params"]["c1"]["bias"], np.full((16,), 20.0))
 

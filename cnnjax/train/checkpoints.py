@@ -404,7 +404,8 @@ def _restore_verified(manager: Any, directory: Path, step: int, abstract: Any) -
     return Restored(step=step, state=state, config=config, data_states=data_states)
 
 
-def _steps(workdir: str | Path) -> list[int]:
+def saved_steps(workdir: str | Path) -> list[int]:
+    """The steps of the checkpoints in a workdir, oldest first (a listing; nothing is read)."""
     directory = checkpoint_dir(workdir)
     if not directory.is_dir():
         return []
@@ -413,7 +414,7 @@ def _steps(workdir: str | Path) -> list[int]:
 
 def read_config(workdir: str | Path, step: int | None = None) -> TrainConfig:
     """The configuration stored with a checkpoint (default: the latest)."""
-    steps = _steps(workdir)
+    steps = saved_steps(workdir)
     if not steps:
         raise FileNotFoundError(f"no checkpoints in {checkpoint_dir(workdir)}")
     step = steps[-1] if step is None else step
@@ -458,7 +459,7 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
     """
     from cnnjax.models import create_model
 
-    steps = _steps(workdir)
+    steps = saved_steps(workdir)
     if not steps:
         raise FileNotFoundError(f"no checkpoints in {checkpoint_dir(workdir)}; train a run first")
     if step is not None and step not in steps:
@@ -468,7 +469,7 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
     if problem is not None:
         intact = [s for s in reversed(steps) if s != step and _try_restore(workdir, s)[1] is None]
         advice = (
-            f"intact: {', '.join(map(str, intact))} (choose one with --step)"
+            f"intact: {', '.join(map(str, intact))}"
             if intact
             else "no other checkpoint is intact"
         )

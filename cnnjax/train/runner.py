@@ -27,7 +27,12 @@ from absl import logging
 from cnnjax import data as cdata
 from cnnjax.models import create_model
 from cnnjax.train import distributed
-from cnnjax.train.checkpoints import Restored, RunCheckpoints, check_resume_config
+from cnnjax.train.checkpoints import (
+    Restored,
+    RunCheckpoints,
+    check_resume_config,
+    saved_steps,
+)
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.logger import RunLogger, plot_curves, read_metrics
 from cnnjax.train.optim import base_learning_rate, make_optimizer, total_steps
@@ -207,10 +212,16 @@ def train_and_evaluate(config: TrainConfig, *, allow_config_change: bool = False
     validate_config(config, processes=jax.process_count())
     check_workdir(config.workdir)
     check_batch_divides(config.batch_size, jax.device_count())
-    with run_lock(
-        config.workdir, process_index=jax.process_index(), process_count=jax.process_count()
-    ) as lock:
-        return _train(config, info, allow_config_change, lock)
+    fresh = not Path(config.workdir).exists()
+    try:
+        with run_lock(
+            config.workdir, process_index=jax.process_index(), process_count=jax.process_count()
+        ) as lock:
+            return _train(config, info, allow_config_change, lock)
+    finally:
+        if fresh and jax.process_index() == 0:  # a run refused at its start leaves no folder
+            with contextlib.suppress(OSError):
+                Path(config.workdir).rmdir()  # only when empty
 
 
 def _resume_data(train_iter: cdata.Loader, restored: Restored, config: TrainConfig) -> None:
@@ -279,6 +290,8 @@ def _train(
     example = np.zeros((local_batch, image_size, image_size, channels), np.float32)
     state = steps.init(example)
 
+    if config.init_from and not saved_steps(config.workdir):  # a fresh run: before any write
+        state = init_from_run(state, config.init_from)
     checkpoints = RunCheckpoints(config.workdir, keep=config.keep_checkpoints)
     restored = checkpoints.restore_latest(state)
     start_step = 0
@@ -288,8 +301,6 @@ def _train(
         state, start_step = restored.state, restored.step
         _resume_data(train_iter, restored, config)
         logging.info("resumed %s from step %d", config.workdir, start_step)
-    elif config.init_from:
-        state = init_from_run(state, config.init_from)
     if is_main:
         Path(config.workdir).mkdir(parents=True, exist_ok=True)
         (Path(config.workdir) / "config.json").write_text(config.to_json())

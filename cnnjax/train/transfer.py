@@ -64,7 +64,10 @@ def init_from_run(state: Any, workdir: str) -> Any:
     """The train state with the weights of run `workdir` wherever names and shapes agree."""
     from cnnjax.train.checkpoints import load
 
-    _, variables, source_config = load(workdir)
+    try:
+        _, variables, source_config = load(workdir)
+    except (FileNotFoundError, ValueError) as e:  # no run there, or a damaged checkpoint
+        raise ValueError(f"--init_from={workdir}: {e}") from None
     params, copied, _ = _merge(state.params, variables["params"], "params")
     if not copied:
         raise ValueError(
