@@ -23,8 +23,35 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
-    # INFO from cnnjax itself; only warnings and errors from jax/orbax/grain internals.
-    return record.levelno >= logging.WARNING or record.pathname.startswith(_OWN_CODE)
+    """INFO from cnnjax itself; from jax/orbax/grain internals, warnings and errors in one line.
+
+    A library's traceback (orbax logs one from each of its threads when a save fails) is left
+    out: the failure reaches cnnjax, which reports it in one line of its own.
+    """
+    if record.pathname.startswith(_OWN_CODE):
+        return True
+    if record.levelno < logging.WARNING or record.exc_info or record.exc_text:
+        return False
+    lines = record.getMessage().splitlines()
+    record.msg, record.args = (lines[0][:300] if lines else ""), ()
+    return True
+
+
+def _drop_late_save_callbacks(hook: Callable) -> Callable:
+    """An unraisable-exception hook that leaves out orbax's late callbacks after a failed save.
+
+    When one array write of a save fails, orbax closes that save's event loop while the other
+    writes are still running; each of them then reports "Event loop is closed" as an unraisable
+    exception (a traceback apiece). The save's failure itself is reported in one line.
+    """
+
+    def hook_without_late_callbacks(unraisable) -> None:
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        hook(unraisable)
+
+    return hook_without_late_callbacks
 
 
 def run_cli(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
@@ -34,6 +61,7 @@ def run_cli(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], 
     def wrapped(argv: Sequence[str]) -> None:
         if not os.environ.get("CNNJAX_VERBOSE"):
             absl_logging.get_absl_handler().addFilter(_quiet_libraries)
+            sys.unraisablehook = _drop_late_save_callbacks(sys.unraisablehook)
         try:
             main(argv)
         except USER_ERRORS as e:

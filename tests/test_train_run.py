@@ -334,3 +334,35 @@ def test_a_second_ctrl_c_stops_at_once_after_freeing_the_workdir(monkeypatch, ca
     assert released == [True] and exits == [130]
     assert "stopped at once; the last complete checkpoint is intact" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (needs root, as CI has); skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_the_run_resumes(small_disk):
+    workdir = small_disk / "run"
+    # Each checkpoint of LeNet-5 with momentum is about 0.5 MiB: the disk fills within 6 saves.
+    flags = [*COMMON, "--checkpoint_every_steps=5", "--keep_checkpoints=20", f"--workdir={workdir}"]
+    full = _run(*flags, "--max_steps=200")
+    assert full.returncode == 2 and "Traceback" not in full.stderr
+    errors = [line for line in full.stderr.splitlines() if "rror" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: saving checkpoint ")
+    assert "the disk is full (it needs about 0.5 MiB" in errors[0]
+    saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) >= 2 and any("tmp" in p.name for p in (workdir / "checkpoints").iterdir())
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = _run(*flags, f"--max_steps={max(saved) + 5}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed {workdir} from step {max(saved)}" in resumed.stderr
+    assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]

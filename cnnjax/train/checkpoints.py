@@ -19,6 +19,7 @@ can resume on another process count: the global stream position carries over.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -176,7 +177,9 @@ class RunCheckpoints:
         self.damaged: list[tuple[int, str]] = []  # (step, problem) found by restore_latest
         self._saver: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._failed = False  # a save error has been raised: orbax's copies of it are not news
         self._last_step: int | None = None
+        self._nbytes = 0  # of the state being saved
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -201,6 +204,7 @@ class RunCheckpoints:
         self._join()
         self._last_step = step
         snapshot = _copy_tree(state)  # one dispatch; the copy runs before the next step
+        self._nbytes = sum(leaf.nbytes for leaf in jax.tree.leaves(snapshot))
         sums = _checksums(snapshot)
         position = _IteratorPosition(data_iterator.get_state())
         self._saver = threading.Thread(
@@ -225,7 +229,7 @@ class RunCheckpoints:
             self.manager.save(step, args=args, metrics=metrics, force=True)
             self.manager.wait_until_finished()
         except BaseException as e:  # re-raised in the training thread at the next wait/save
-            self._error = _explain_save_error(e, step, state, self.directory)
+            self._error = _explain_save_error(e, step, self._nbytes, self.directory)
 
     def _join(self) -> None:
         if self._saver is not None:
@@ -233,6 +237,7 @@ class RunCheckpoints:
             self._saver = None
         if self._error is not None:
             error, self._error = self._error, None
+            self._failed = True
             raise error
 
     def restore_latest(self, state_template: Any) -> Restored | None:
@@ -287,15 +292,22 @@ class RunCheckpoints:
         self.damaged = []
 
     def wait(self) -> None:
-        """Block until pending asynchronous saves are committed."""
+        """Block until pending asynchronous saves are committed; a failed save raises once."""
         self._join()
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            if not self._failed:  # (orbax raises a failure again at every later wait)
+                self._failed = True
+                raise _explain_save_error(e, self._last_step, self._nbytes, self.directory) from e
 
     def close(self) -> None:
+        """Wait for the last save, then release orbax."""
         try:
             self.wait()
         finally:
-            self.manager.close()
+            with contextlib.suppress(Exception):  # a failed save was raised already
+                self.manager.close()
 
 
 def check_resume_config(
@@ -335,22 +347,38 @@ def _first_line(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+_SAVE_PROBLEMS = {  # what the OS said (as an errno or in tensorstore's message) -> in words
+    errno.ENOSPC: ("No space left on device", "the disk is full"),
+    errno.EDQUOT: ("Disk quota exceeded", "the disk quota is exceeded"),
+    errno.EACCES: ("Permission denied", "permission denied"),
+    errno.EROFS: ("Read-only file system", "the file system is read-only"),
+}
+
+
+def _save_problem(error: BaseException) -> str | None:
+    """'the disk is full' etc. when a save failed for a reason the user can fix; else None."""
+    cause: BaseException | None = error
+    while cause is not None:
+        for code, (text, words) in _SAVE_PROBLEMS.items():
+            if getattr(cause, "errno", None) == code or text in str(cause):
+                return words
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _explain_save_error(
-    error: BaseException, step: int, state: Any, directory: Path
+    error: BaseException, step: int | None, nbytes: int, directory: Path
 ) -> BaseException:
     """A one-line CheckpointSaveError for a full disk or a permission problem; else `error`."""
-    cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, OSError):
-        cause = cause.__cause__ or cause.__context__
-    if cause is None or cause.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+    problem = _save_problem(error)
+    if problem is None:
         return error
-    needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state)) / 2**20
-    free = shutil.disk_usage(directory).free / 2**20 if directory.exists() else float("nan")
-    problem = "disk full" if cause.errno in (errno.ENOSPC, errno.EDQUOT) else cause.strerror
+    needed = nbytes / 2**20
+    free = shutil.disk_usage(directory).free / 2**20
     return CheckpointSaveError(
-        f"saving checkpoint {step} to {directory} failed ({problem}): it needs about "
-        f"{needed:.0f} MiB and {free:.0f} MiB are free; the older checkpoints are intact and the "
-        "partial one is removed at the next start; free space and run the same command to resume"
+        f"saving checkpoint {step} to {directory} failed: {problem} (it needs about "
+        f"{needed:.1f} MiB, {free:.1f} MiB are free); the older checkpoints are intact and the "
+        "partial one is removed at the next start: make room and run the same command to resume"
     )
 
 
