@@ -279,3 +279,19 @@ def test_user_mistakes_are_clear_errors(runs, tmp_path):
         ev.evaluate([runs["a"], runs["b"]], steps=[STEPS, STEPS, STEPS])
     with pytest.raises(ValueError, match="at least one --workdir"):
         ev.evaluate([])
+
+
+def test_cli_damaged_checkpoint_is_one_line_naming_the_step(runs, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs["a"], damaged)
+    state = checkpoint_dir(damaged) / str(STEPS) / "state"
+    largest = max((p for p in state.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])  # truncated
+    done = _evaluate_cli(f"--workdir={damaged}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        f"error: checkpoint {STEPS} in {checkpoint_dir(damaged)} is damaged ("
+    )
+    assert errors[0].endswith("; no other checkpoint is intact")

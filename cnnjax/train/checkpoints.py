@@ -446,8 +446,13 @@ def read_config(workdir: str | Path, step: int | None = None) -> TrainConfig:
     if not steps:
         raise FileNotFoundError(f"no checkpoints in {checkpoint_dir(workdir)}")
     step = steps[-1] if step is None else step
-    raw = _read_json(checkpoint_dir(workdir) / str(step) / "config" / "metadata")
-    return TrainConfig.from_json(json.dumps(raw))
+    try:
+        raw = _read_json(checkpoint_dir(workdir) / str(step) / "config" / "metadata")
+        return TrainConfig.from_json(json.dumps(raw))
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise DamagedCheckpointError(
+            f"checkpoint {step} in {checkpoint_dir(workdir)} is damaged ({_first_line(e)})"
+        ) from None
 
 
 def _restore_state(workdir: str | Path, step: int) -> Any:
