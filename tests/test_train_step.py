@@ -113,3 +113,28 @@ def test_batch_that_does_not_divide_names_valid_sizes():
     ):
         check_batch_divides(100, 8)
     check_batch_divides(96, 8)
+
+
+def test_a_stop_between_evaluation_batches_ends_the_evaluation_there():
+    # A preemption notice during a long evaluation is acted on at the next batch, not at its end.
+    from cnnjax import data as cdata
+    from cnnjax.train import runner
+
+    config = TrainConfig(model="lenet5", dataset="fake", num_classes=10, batch_size=32)
+    steps = Steps(
+        cnnjax.create_model("lenet5", num_classes=10),
+        make_optimizer(config, 10),
+        config,
+        make_mesh(),
+    )
+    state = steps.init(np.zeros((64, 32, 32, 1), np.float32))
+    asked = []
+
+    def stop_after_three() -> bool:
+        asked.append(True)
+        return len(asked) > 3
+
+    assert runner.evaluate(steps, state, config, 32, 64, stop=stop_after_three) is None
+    assert len(asked) == 4  # checked before each batch; 3 of the 32 batches were scored
+    full = runner.evaluate(steps, state, config, 32, 64)
+    assert full["examples"] == cdata.num_examples("fake", "test", fake=runner.fake_spec(config))
