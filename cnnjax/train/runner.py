@@ -45,7 +45,7 @@ from cnnjax.train.run_inputs import (
 from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
 from cnnjax.train.transfer import init_from_run
 from cnnjax.train.validation import check_workdir, validate_config
-from cnnjax.train.workdir_lock import run_lock
+from cnnjax.train.workdir_lock import WorkdirLock, run_lock
 
 
 class TrainingDivergedError(ValueError):
@@ -260,8 +260,12 @@ def _resume_data(train_iter: cdata.Loader, restored: Restored, config: TrainConf
 
 
 def _train(
-    config: TrainConfig, info: cdata.DatasetInfo, allow_config_change: bool, lock: Any
+    config: TrainConfig,
+    info: cdata.DatasetInfo,
+    allow_config_change: bool,
+    lock: WorkdirLock | None,
 ) -> RunResult:
+    """The run itself, in a validated and locked workdir: build, restore or init, train, save."""
     is_main = jax.process_index() == 0
     mesh = make_mesh()
     local_batch = config.batch_size // jax.process_count()
