@@ -144,18 +144,7 @@ def test_bad_flags_fail_in_one_line(tmp_path, flags, devices, message):
 
 
 def test_sigterm_saves_then_the_run_resumes_on_more_devices(tmp_path):
-    flags = [*COMMON, "--max_steps=400", "--checkpoint_every_steps=1000"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.fake", *flags, f"--workdir={tmp_path}"],
-        cwd=REPO,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
-        time.sleep(0.05)  # the first log line means training is under way
+    proc = _start(tmp_path, "--max_steps=400", "--checkpoint_every_steps=1000")
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "stopped at step" in stdout
