@@ -30,7 +30,7 @@ from absl import app, flags
 import cnnjax
 from benchmarks.report import machine_lines, version, write_section
 from cnnjax import data as cdata
-from cnnjax.checkpoint import RunCheckpoints
+from cnnjax.train.checkpoints import RunCheckpoints
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.optim import make_optimizer
 from cnnjax.train.runner import train_and_evaluate
@@ -124,7 +124,7 @@ def end_to_end_rate(config: TrainConfig, steps: int) -> float:
 def save_stall_ms(saves: int) -> tuple[float, float, float]:
     """Medians of the time `save` blocks and of the device time of its state snapshot, and the
     state size in MB, for a ResNet-50 train state (params, momentum, BN statistics)."""
-    from cnnjax.checkpoint import _copy_tree
+    from cnnjax.train.checkpoints import snapshot_with_checksums
 
     config = TrainConfig(model="resnet50", dataset="fake", batch_size=2, momentum=0.9)
     model = cnnjax.create_model("resnet50", num_classes=1000)
@@ -144,7 +144,7 @@ def save_stall_ms(saves: int) -> tuple[float, float, float]:
             stalls.append((time.perf_counter() - start) * 1e3)
             checkpoints.wait()  # as between real saves, the previous one is done
             start = time.perf_counter()
-            jax.block_until_ready(_copy_tree(state))  # the snapshot's device time, alone
+            jax.block_until_ready(snapshot_with_checksums(state))  # its device time, alone
             copies.append((time.perf_counter() - start) * 1e3)
         checkpoints.close()
     return statistics.median(stalls[1:]), statistics.median(copies[1:]), size_mb

@@ -66,10 +66,6 @@ class CheckpointSaveError(ValueError):
     """A save failed for a reason the user can fix (disk full, permissions)."""
 
 
-# Fresh buffers for every leaf (a jitted `copy` never aliases its non-donated inputs).
-_copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
-
-
 def _leaf_checksum(x: jax.Array) -> jax.Array:
     """Position-weighted sum of the array's 32-bit words mod 2**32: any 1-bit flip changes it.
 
@@ -90,6 +86,11 @@ def _leaf_checksum(x: jax.Array) -> jax.Array:
 
 
 _checksums = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
+# What a save dispatches: fresh buffers for every leaf (a jitted `copy` never aliases its
+# non-donated inputs) and their checksums, in one program that reads the state once.
+snapshot_with_checksums = jax.jit(
+    lambda tree: (jax.tree.map(jnp.copy, tree), jax.tree.map(_leaf_checksum, tree))
+)
 
 
 def _by_path(tree: Any) -> dict[str, Any]:
@@ -203,9 +204,8 @@ class RunCheckpoints:
             return False
         self._join()
         self._last_step = step
-        snapshot = _copy_tree(state)  # one dispatch; the copy runs before the next step
+        snapshot, sums = snapshot_with_checksums(state)  # one dispatch, run before the next step
         self._nbytes = sum(leaf.nbytes for leaf in jax.tree.leaves(snapshot))
-        sums = _checksums(snapshot)
         position = _IteratorPosition(data_iterator.get_state())
         self._saver = threading.Thread(
             target=self._save_now,
