@@ -240,6 +240,19 @@ class RunCheckpoints:
             self._failed = True
             raise error
 
+    def newest_config(self) -> TrainConfig | None:
+        """The configuration of the newest checkpoint whose config reads back; None if none.
+
+        Read before any array, so that another run's workdir, or other settings, are refused
+        as such rather than mistaken for damage when the arrays do not fit this run's shapes.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return read_config(self.directory.parent, step)
+            except DamagedCheckpointError:
+                continue
+        return None
+
     def restore_latest(self, state_template: Any) -> Restored | None:
         """The newest intact checkpoint in the template's shapes and shardings; None if none.
 

@@ -297,10 +297,14 @@ def _train(
     if config.init_from and not saved_steps(config.workdir):  # a fresh run: before any write
         state = init_from_run(state, config.init_from)
     checkpoints = RunCheckpoints(config.workdir, keep=config.keep_checkpoints)
+    saved_config = checkpoints.newest_config()
+    if saved_config is not None:
+        check_resume_config(saved_config, config, allow_config_change=allow_config_change)
     restored = checkpoints.restore_latest(state)
     start_step = 0
     if restored is not None:
-        check_resume_config(restored.config, config, allow_config_change=allow_config_change)
+        if restored.config != saved_config:  # an older checkpoint than the newest config's
+            check_resume_config(restored.config, config, allow_config_change=allow_config_change)
         checkpoints.set_aside_damaged()
         state, start_step = restored.state, restored.step
         _resume_data(train_iter, restored, config)
