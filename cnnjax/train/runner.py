@@ -79,8 +79,9 @@ class _Preemption:
 
     One process: SIGTERM and the first SIGINT set a flag checked between steps and between
     evaluation batches. Several processes: JAX's preemption sync manager (started by
-    `jax.distributed`, which catches SIGTERM) picks the same safe step on every process, so no
-    process leaves a collective the others are in; Ctrl-C is turned into that SIGTERM. A second
+    `jax.distributed`, which catches SIGTERM) picks the same safe point, a train step or an
+    evaluation batch, on every process, so no process leaves a collective the others are in;
+    Ctrl-C is turned into that SIGTERM. A second
     Ctrl-C stops at once: the last complete checkpoint is intact, a save in flight is discarded.
     """
 
@@ -89,6 +90,7 @@ class _Preemption:
         self.requested = False
         self._on_abort = on_abort
         self._interrupts = 0
+        self._ticks = 0  # train steps and evaluation batches of this session (several processes)
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Preemption:
@@ -120,18 +122,29 @@ class _Preemption:
 
     def reached(self, step: int) -> bool:
         """True at the step where every process should save and stop (call it every step)."""
-        if not self.multi_process:
-            return self.requested
-        from jax.experimental import multihost_utils
-
-        if multihost_utils.reached_preemption_sync_point(step):
+        if self.multi_process and self._sync_point_reached():
             logging.warning("preemption notice: saving a checkpoint at step %d and stopping", step)
-            self.requested = True
         return self.requested
 
-    def local_stop(self) -> bool:
-        """A stop this process may act on alone (one process: between evaluation batches)."""
-        return self.requested and not self.multi_process
+    def between_eval_batches(self) -> bool:
+        """True at the evaluation batch where every process should stop evaluating and save."""
+        if self.multi_process and self._sync_point_reached():
+            logging.warning("preemption notice during an evaluation: saving and stopping")
+        return self.requested
+
+    def _sync_point_reached(self) -> bool:
+        """JAX's preemption sync over a counter of train steps and evaluation batches.
+
+        Every process counts the same ticks (the evaluation gives each the same number of
+        batches), so the agreed tick falls at the same place on all of them, in training or
+        in an evaluation.
+        """
+        from jax.experimental import multihost_utils
+
+        self._ticks += 1
+        if multihost_utils.reached_preemption_sync_point(self._ticks):
+            self.requested = True
+        return self.requested
 
     def __exit__(self, *exc) -> None:
         for signum, previous in self._previous.items():
@@ -372,7 +385,12 @@ def _train(
                     bar.update(step, values)
                 if eval_now and not stop_now:
                     evaluated = evaluate(
-                        steps, state, config, image_size, eval_batch, stop=preemption.local_stop
+                        steps,
+                        state,
+                        config,
+                        image_size,
+                        eval_batch,
+                        stop=preemption.between_eval_batches,
                     )
                     if evaluated is None:  # a notice came during the evaluation: save and stop
                         save(step)
