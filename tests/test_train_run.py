@@ -343,3 +343,24 @@ def test_a_full_disk_during_a_save_is_one_line_and_the_run_resumes(small_disk):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed {workdir} from step {max(saved)}" in resumed.stderr
     assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+def test_several_processes_agree_on_a_stop_by_counting_steps_and_eval_batches(monkeypatch):
+    # JAX's sync manager picks one tick for all processes; every process counts train steps and
+    # evaluation batches alike, so the agreed tick is the same place on each: here the 3rd
+    # batch of an evaluation after 2 train steps.
+    from jax.experimental import multihost_utils
+
+    from cnnjax.train import runner
+
+    seen = []
+    monkeypatch.setattr(
+        multihost_utils,
+        "reached_preemption_sync_point",
+        lambda tick: seen.append(tick) or tick == 5,
+    )
+    preemption = runner._Preemption(on_abort=lambda: None)
+    preemption.multi_process = True
+    assert not preemption.reached(101) and not preemption.reached(102)
+    assert [preemption.between_eval_batches() for _ in range(3)] == [False, False, True]
+    assert preemption.reached(102) and seen == [1, 2, 3, 4, 5, 6]
