@@ -6,8 +6,10 @@ import functools
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from absl import logging as absl_logging
 
@@ -37,21 +39,30 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
     return True
 
 
-def _drop_late_save_callbacks(hook: Callable) -> Callable:
-    """An unraisable-exception hook that leaves out orbax's late callbacks after a failed save.
+def _from_orbax(unraisable: Any) -> bool:
+    """Whether an unraisable exception was raised inside orbax (its traceback passes there)."""
+    if isinstance(unraisable.exc_value, RuntimeError) and (
+        str(unraisable.exc_value) == "Event loop is closed"
+    ):
+        return True
+    frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+    return any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames)
 
-    When one array write of a save fails, orbax closes that save's event loop while the other
-    writes are still running; each of them then reports "Event loop is closed" as an unraisable
-    exception (a traceback apiece). The save's failure itself is reported in one line.
+
+def _drop_orbax_leftovers(hook: Callable) -> Callable:
+    """An unraisable-exception hook that leaves out orbax's leftovers after a failed read or save.
+
+    When one array of a restore or a save fails, orbax gives up on the others; their coroutines
+    and callbacks then report the same failure again as unraisable exceptions at garbage
+    collection (a traceback apiece, or "Event loop is closed"). The failure itself reaches
+    cnnjax, which reports it in one line.
     """
 
-    def hook_without_late_callbacks(unraisable) -> None:
-        value = unraisable.exc_value
-        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
-            return
-        hook(unraisable)
+    def hook_without_orbax_leftovers(unraisable: Any) -> None:
+        if not _from_orbax(unraisable):
+            hook(unraisable)
 
-    return hook_without_late_callbacks
+    return hook_without_orbax_leftovers
 
 
 def run_cli(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
@@ -61,7 +72,7 @@ def run_cli(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], 
     def wrapped(argv: Sequence[str]) -> None:
         if not os.environ.get("CNNJAX_VERBOSE"):
             absl_logging.get_absl_handler().addFilter(_quiet_libraries)
-            sys.unraisablehook = _drop_late_save_callbacks(sys.unraisablehook)
+            sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
         try:
             main(argv)
         except USER_ERRORS as e:

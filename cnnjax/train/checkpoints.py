@@ -356,7 +356,10 @@ def check_resume_config(
 
 
 def _first_line(error: BaseException) -> str:
+    """The problem in a few words: tensorstore's read failures say only which slice failed."""
     text = " ".join(str(error).split()) or type(error).__name__
+    if "while reading array index" in text or "TensorStore" in text:
+        return "its array data cannot be read (a truncated or corrupted file)"
     return text if len(text) <= 200 else text[:197] + "..."
 
 
