@@ -222,6 +222,7 @@ def _assert_loads_fully(data_dir: Path) -> None:
     assert np.bincount(labels).tolist() == [1000] * 10  # the test set is balanced
 
 
+@pytest.mark.slow
 @needs_fashion
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
 def test_a_broken_shard_is_one_line_naming_it(fashion_build, tmp_path, damage):
@@ -244,6 +245,7 @@ def test_a_broken_shard_is_one_line_naming_it(fashion_build, tmp_path, damage):
     assert data.num_examples("fashion_mnist", "train", data_dir) == 60_000  # the intact split
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_a_record_broken_inside_a_shard_is_one_line_when_read(fashion_build, tmp_path):
     data_dir = _copy(fashion_build, tmp_path)
@@ -261,6 +263,7 @@ def test_a_record_broken_inside_a_shard_is_one_line_when_read(fashion_build, tmp
     assert message.endswith("--force")
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_missing_dataset_info_is_named_and_its_printed_command_rebuilds(fashion_build, tmp_path):
     data_dir = _copy(fashion_build, tmp_path)

@@ -71,6 +71,7 @@ def test_short_run_learns_and_writes_its_artifacts(tmp_path):
     ) in out.stderr
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_resume_is_bit_identical(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     flags = [*COMMON, "--max_steps=40", "--checkpoint_every_steps=4"]
@@ -143,6 +144,7 @@ def test_bad_flags_fail_in_one_line(tmp_path, flags, devices, message):
     assert message in last and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_saves_then_the_run_resumes_on_more_devices(tmp_path):
     proc = _start(tmp_path, "--max_steps=400", "--checkpoint_every_steps=1000")
     proc.send_signal(signal.SIGTERM)
@@ -200,6 +202,7 @@ def _start_cluster(workdir: Path) -> list[subprocess.Popen]:
     return procs
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
     procs = _start_cluster(tmp_path)
     procs[1].send_signal(signal.SIGTERM)  # JAX's preemption sync picks one safe step for all
@@ -228,6 +231,7 @@ def _snapshot(workdir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(workdir)): p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_changed_configuration_is_refused_untouched_unless_allowed(tmp_path):
     assert _run(*COMMON, "--max_steps=8", f"--workdir={tmp_path}").returncode == 0
     before = _snapshot(tmp_path)
@@ -267,6 +271,7 @@ def _start(workdir: Path, *flags: str) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_a_busy_workdir_is_refused_in_one_line(tmp_path):
     first = _start(tmp_path, "--max_steps=100000", "--checkpoint_every_steps=10")
     try:
@@ -282,6 +287,7 @@ def test_a_busy_workdir_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / ".lock").exists()  # released: the next run may start
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_stops_then_the_run_resumes(tmp_path):
     run = _start(tmp_path, "--max_steps=100000", "--checkpoint_every_steps=100000")
     run.send_signal(signal.SIGINT)
@@ -327,6 +333,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_save_is_one_line_and_the_run_resumes(small_disk):
     workdir = small_disk / "run"
     # Each checkpoint of LeNet-5 with momentum is about 0.5 MiB: the disk fills within 6 saves.
