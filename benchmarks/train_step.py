@@ -124,7 +124,7 @@ def end_to_end_rate(config: TrainConfig, steps: int) -> float:
 def save_stall_ms(saves: int) -> tuple[float, float, float]:
     """Medians of the time `save` blocks and of the device time of its state snapshot, and the
     state size in MB, for a ResNet-50 train state (params, momentum, BN statistics)."""
-    from cnnjax.train.checkpoints import snapshot_with_checksums
+    from cnnjax.train.checkpoints import copy_tree
 
     config = TrainConfig(model="resnet50", dataset="fake", batch_size=2, momentum=0.9)
     model = cnnjax.create_model("resnet50", num_classes=1000)
@@ -144,7 +144,7 @@ def save_stall_ms(saves: int) -> tuple[float, float, float]:
             stalls.append((time.perf_counter() - start) * 1e3)
             checkpoints.wait()  # as between real saves, the previous one is done
             start = time.perf_counter()
-            jax.block_until_ready(snapshot_with_checksums(state))  # its device time, alone
+            jax.block_until_ready(copy_tree(state))  # the snapshot's device time, alone
             copies.append((time.perf_counter() - start) * 1e3)
         checkpoints.close()
     return statistics.median(stalls[1:]), statistics.median(copies[1:]), size_mb

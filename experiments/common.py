@@ -17,7 +17,7 @@ from absl import app, flags
 from cnnjax.cli import run_cli
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.recipes import RECIPES, build_config
-from cnnjax.train.validation import ConfigError, check_workdir, flag_text, validate_config
+from cnnjax.train.validation import ConfigError, flag_text
 
 FLAGS = flags.FLAGS
 
@@ -152,9 +152,6 @@ def run(dataset: str, default_model: str) -> None:
 
         config = config_from_flags(dataset, default_model)
         model_spec(config.model)  # unknown model: one line with the list
-        validate_config(config)  # bad values: one line, before anything is built or written
-        if config.workdir:
-            check_workdir(config.workdir)
         try:
             result = train_and_evaluate(config, allow_config_change=FLAGS.allow_config_change)
         except jax.errors.JaxRuntimeError as e:

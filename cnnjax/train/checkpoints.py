@@ -86,11 +86,10 @@ def _leaf_checksum(x: jax.Array) -> jax.Array:
 
 
 _checksums = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
-# What a save dispatches: fresh buffers for every leaf (a jitted `copy` never aliases its
-# non-donated inputs) and their checksums, in one program that reads the state once.
-snapshot_with_checksums = jax.jit(
-    lambda tree: (jax.tree.map(jnp.copy, tree), jax.tree.map(_leaf_checksum, tree))
-)
+# What a save dispatches in the training loop: fresh buffers for every leaf (a jitted `copy`
+# never aliases its non-donated inputs). Their checksums are computed on the saver thread: on
+# the CPU backend they cost about 3x the copy (ResNet-50 state: 146 vs 33 ms).
+copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 def _by_path(tree: Any) -> dict[str, Any]:
@@ -103,16 +102,22 @@ def _by_path(tree: Any) -> dict[str, Any]:
     return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf for path, leaf in flat}
 
 
+def _recorded(sums: Any) -> dict[str, int]:
+    """{array path: checksum} from a tree of device checksums, as the checkpoint records it."""
+    return {path: int(np.asarray(value)) for path, value in _by_path(sums).items()}
+
+
 def checksums(tree: Any) -> dict[str, int]:
     """{array path: checksum} of a pytree of arrays (computed where the arrays live)."""
-    return {path: int(np.asarray(value)) for path, value in _by_path(_checksums(tree)).items()}
+    return _recorded(_checksums(tree))
 
 
 class _IteratorPosition:
     """A data-iterator state captured when the save was requested, for grain's orbax handler.
 
     The handler writes `get_state()` of what it is given; handing it the live iterator from the
-    saver thread would record a later position. Restores go into the real iterator as usual.
+    saver thread would record a later position. Restores read these files back as JSON
+    (`read_data_states`), so that another process count can carry the position over.
     """
 
     def __init__(self, state: dict[str, Any]):
@@ -182,9 +187,6 @@ class RunCheckpoints:
         self._last_step: int | None = None
         self._nbytes = 0  # of the state being saved
 
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
     def save(
         self,
         step: int,
@@ -195,36 +197,36 @@ class RunCheckpoints:
     ) -> bool:
         """Snapshot the state and hand the save to a background thread; False if step exists.
 
-        The training loop only waits for an on-device copy of the state and its checksums to
-        be *dispatched* (the next step donates the originals) and for the iterator position to
-        be read; orbax's own blocking part (host transfer, directories) runs on the saver
+        The training loop only waits for an on-device copy of the state to be *dispatched* (the
+        next step donates the originals) and for the iterator position to be read; the
+        checksums and orbax's own blocking part (host transfer, directories) run on the saver
         thread. One save is in flight at a time.
         """
         if step == self._last_step or step in self.manager.all_steps():
             return False
         self._join()
         self._last_step = step
-        snapshot, sums = snapshot_with_checksums(state)  # one dispatch, run before the next step
+        snapshot = copy_tree(state)  # one dispatch; the copy runs before the next step
         self._nbytes = sum(leaf.nbytes for leaf in jax.tree.leaves(snapshot))
         position = _IteratorPosition(data_iterator.get_state())
         self._saver = threading.Thread(
             target=self._save_now,
-            args=(step, snapshot, sums, position, json.loads(config.to_json()), metrics),
+            args=(step, snapshot, position, json.loads(config.to_json()), metrics),
             name=f"cnnjax-save-{step}",
         )
         self._saver.start()
         return True
 
-    def _save_now(self, step, state, sums, position, config, metrics) -> None:
+    def _save_now(self, step, state, position, config, metrics) -> None:
         import grain  # the iterator handler lives in grain
 
         try:
-            recorded = {path: int(np.asarray(v)) for path, v in _by_path(sums).items()}
+            sums = _checksums(state)  # of the snapshot, off the training loop's path
             args = ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=grain.checkpoint.CheckpointSave(position),
                 config=ocp.args.JsonSave(config),
-                checksums=ocp.args.JsonSave(recorded),
+                checksums=ocp.args.JsonSave(_recorded(sums)),
             )
             self.manager.save(step, args=args, metrics=metrics, force=True)
             self.manager.wait_until_finished()

@@ -81,8 +81,8 @@ class _Preemption:
     evaluation batches. Several processes: JAX's preemption sync manager (started by
     `jax.distributed`, which catches SIGTERM) picks the same safe point, a train step or an
     evaluation batch, on every process, so no process leaves a collective the others are in;
-    Ctrl-C is turned into that SIGTERM. A second
-    Ctrl-C stops at once: the last complete checkpoint is intact, a save in flight is discarded.
+    Ctrl-C is turned into that SIGTERM. A second Ctrl-C stops at once: the last complete
+    checkpoint is intact, a save in flight is discarded.
     """
 
     def __init__(self, on_abort: Callable[[], None]) -> None:
