@@ -299,10 +299,14 @@ def resize_shorter_side(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def _decode_shorter_side(image_bytes: bytes, resize_size: int) -> np.ndarray:
-    """Decode (DCT-reduced while the shorter side stays >= resize_size) and resize it."""
+    """Decode at full size, then resize: the eval view of torchvision's PIL path, bit for bit.
+
+    No DCT-reduced decode here (training crops use it): a reduced decode followed by a small
+    resize is another low-pass filter, up to ~10 levels off on large images
+    (docs/preprocessing.md), and pretrained weights are scored as they were evaluated.
+    """
     height, width, kind = _image_size(image_bytes)
-    scale = _dct_scale(min(height, width) / resize_size)
-    pixels = _decode(image_bytes, kind, height, width, scale)
+    pixels = _decode(image_bytes, kind, height, width)
     return resize_shorter_side(pixels, resize_size)
 
 
