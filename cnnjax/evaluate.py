@@ -40,7 +40,12 @@ from jax.sharding import PartitionSpec as P
 from cnnjax import checkpoint
 from cnnjax import data as cdata
 from cnnjax.train.config import TrainConfig
-from cnnjax.train.run_inputs import EVAL_BATCH_PER_DEVICE, fake_spec, resolve_image_size
+from cnnjax.train.run_inputs import (
+    EVAL_BATCH_PER_DEVICE,
+    fake_spec,
+    preprocessing_args,
+    resolve_image_size,
+)
 from cnnjax.train.step import (
     check_batch_divides,
     make_mesh,
@@ -163,6 +168,7 @@ def member_probabilities(
         ten_crop=ten_crop,
         shard=(0, 1),  # one process reads the whole split
         fake=fake_spec(config),
+        **preprocessing_args(config),  # the run's normalisation and eval resize
     )
     model, variables, _ = checkpoint.load(workdir, step)
     mesh = make_mesh()

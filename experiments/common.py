@@ -78,6 +78,16 @@ flags.DEFINE_string(
     None,
     "start from this run's weights; the head is re-initialised when --num_classes differs",
 )
+flags.DEFINE_list(
+    "mean",
+    None,
+    "per-channel input mean on the [0, 1] scale, e.g. 0.485,0.456,0.406 (default: the "
+    "dataset's, or the --init_from run's imported normalisation)",
+)
+flags.DEFINE_list("std", None, "per-channel input std on the [0, 1] scale (with --mean)")
+flags.DEFINE_integer(
+    "resize_size", None, "ImageNet-style eval: shorter side before the centre crop"
+)
 flags.DEFINE_enum("freeze", None, ["", "backbone"], "backbone: train only the classifier head")
 flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
 flags.DEFINE_boolean(
@@ -86,7 +96,7 @@ flags.DEFINE_boolean(
     "resume a workdir with settings other than its checkpoint's (refused otherwise)",
 )
 
-_LISTS_OF_NUMBERS = {"lr_decay_epochs": float, "lr_decay_steps": int}
+_LISTS_OF_NUMBERS = {"lr_decay_epochs": float, "lr_decay_steps": int, "mean": float, "std": float}
 
 
 def default_recipe(dataset: str, model: str) -> str:

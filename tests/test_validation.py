@@ -209,7 +209,8 @@ def test_every_numeric_field_has_a_range():
         for f in dataclasses.fields(TrainConfig)
         if any(kind in str(f.type) for kind in ("int", "float"))
     }
-    assert numeric == set(validation.RANGES) | set(validation.BOUNDARIES)
+    per_channel = {"mean", "std"}  # checked against the image channels instead
+    assert numeric == set(validation.RANGES) | set(validation.BOUNDARIES) | per_channel
 
 
 def test_the_choices_are_the_optimizer_s():
@@ -296,3 +297,18 @@ def test_the_experiment_fails_in_one_line_before_writing_anything(tmp_path, flag
     assert len(errors) == 1 and message.format(file=regular) in errors[0]
     assert "Traceback" not in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize(
+    "changes, flag",
+    [
+        ({"mean": (0.5,)}, "--mean needs --std too"),
+        ({"mean": (0.5, 0.5), "std": (0.2, 0.2)}, "--mean=0.5,0.5 is out of range"),
+        ({"mean": (0.5,), "std": (0.0,)}, "--std=0.0 is out of range"),
+    ],
+)
+def test_normalization_flags_are_checked_against_the_channels(changes, flag):
+    config = TrainConfig(dataset="fashion_mnist", model="lenet5", **changes)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config, processes=1)
+    assert flag in str(error.value)

@@ -14,6 +14,7 @@ from cnnjax.data.loader import (
     Loader,
     LoaderConfigError,
     carry_over_state,
+    eval_resize_size,
     loader_state_fits,
     make_loader,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Loader",
     "LoaderConfigError",
     "carry_over_state",
+    "eval_resize_size",
     "loader_state_fits",
     "UnknownDatasetError",
     "UnknownSplitError",

@@ -114,6 +114,8 @@ def _preprocessor(
     resize_size: int | None,
     lighting_sigma: float,
     normalize: bool,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Preprocessor:
     if info.pipeline != "imagenet" and (ten_crop or resize_size is not None or lighting_sigma):
         raise LoaderConfigError(
@@ -124,24 +126,51 @@ def _preprocessor(
         raise LoaderConfigError("ten_crop is an evaluation view; pass train=False")
     if lighting_sigma < 0:
         raise LoaderConfigError(f"lighting_sigma must be >= 0, got {lighting_sigma}")
-    if resize_size is None:
-        # 256 for crops up to 256 (224, AlexNet's 227); the same 8/7 ratio above (299 -> 342).
-        base = info.resize_size or image_size
-        resize_size = base if image_size <= base else math.ceil(image_size * 8 / 7)
-    elif _positive_int("resize_size", resize_size) < image_size:
+    if resize_size is not None and _positive_int("resize_size", resize_size) < image_size:
         raise LoaderConfigError(f"resize_size ({resize_size}) must be >= image_size ({image_size})")
+    mean, std = _normalization(info, channels, mean, std)
     return Preprocessor(
         pipeline=info.pipeline,
         image_size=image_size,
         channels=channels,
-        mean=info.mean,
-        std=info.std,
+        mean=mean,
+        std=std,
         dtype=dtype,
-        resize_size=resize_size,
+        resize_size=eval_resize_size(info, image_size, resize_size),
         ten_crop=ten_crop,
         lighting_sigma=float(lighting_sigma),
         normalize=normalize,
     )
+
+
+def eval_resize_size(info: DatasetInfo, image_size: int, resize_size: int | None = None) -> int:
+    """Shorter side before the eval centre crop: `resize_size`, else the dataset's rule.
+
+    The rule: 256 for crops up to 256 (224, AlexNet's 227), the same 8/7 ratio above (299 -> 342).
+    """
+    if resize_size is not None:
+        return resize_size
+    base = info.resize_size or image_size
+    return base if image_size <= base else math.ceil(image_size * 8 / 7)
+
+
+def _normalization(
+    info: DatasetInfo,
+    channels: int,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel: those given (one value or one per channel), else the dataset's."""
+    mean, std = tuple(mean or info.mean), tuple(std or info.std)
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise LoaderConfigError(
+                f"{name} has {len(values)} values for {channels}-channel images; pass one per "
+                "channel (or one for all)"
+            )
+    if any(v <= 0 for v in std):
+        raise LoaderConfigError(f"std must be positive in every channel, got {std}")
+    return mean, std
 
 
 def _available_cores() -> int:
@@ -348,6 +377,8 @@ def make_loader(
     lighting_sigma: float = 0.0,
     read_threads: int | None = None,
     fake: FakeSpec | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Loader:
     """Grain iterator of normalised batches of dataset `name`, split `split` (see module doc).
 
@@ -358,7 +389,8 @@ def make_loader(
     pads, e.g. 32 for LeNet-5; the crop side for ImageNet). ten_crop / resize_size /
     lighting_sigma: ImageNet-style views. read_threads: grain threads (batches in flight) per
     process, default one per available core (at most 16) in-process and 1 per worker.
-    fake: shape of the synthetic `fake` dataset.
+    fake: shape of the synthetic `fake` dataset. mean / std: the per-channel normalisation on
+    the [0, 1] scale (default: the dataset's statistics), e.g. that of imported weights.
     """
     info = dataset_info(name)
     batch_size = _positive_int("batch_size", batch_size)
@@ -389,6 +421,8 @@ def make_loader(
         # Worker processes hand batches over through shared memory: send raw pixels (uint8,
         # 4x smaller than float32) and normalise after the hand-over.
         normalize=workers == 0,
+        mean=mean,
+        std=std,
     )
     if info.tfds_name is None:
         source = FakeSource(split, image_size=size, spec=spec)

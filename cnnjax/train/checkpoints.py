@@ -333,8 +333,13 @@ def check_resume_config(
     Another model, dataset or head is another run. Other changes need allow_config_change,
     except those that only extend the run or change how it is run (logged).
     """
-    changes = changed_fields(saved, config)
     workdir = Path(config.workdir)
+    if saved.imported_from:
+        raise CheckpointMismatchError(
+            f"{workdir} holds weights imported from {saved.imported_from}, not a training run; "
+            f"fine-tune them in a new --workdir with --init_from={workdir} (nothing was written)"
+        )
+    changes = changed_fields(saved, config)
     identity = {k: v for k, v in changes.items() if k in IDENTITY_FIELDS}
     if identity:
         raise CheckpointMismatchError(

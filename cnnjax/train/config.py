@@ -34,6 +34,12 @@ class TrainConfig:
     num_classes: int | None = None  # None: the dataset's number of classes
     init_from: str | None = None  # start from this run's weights (new head where shapes differ)
     freeze: str = ""  # 'backbone': train only the classifier head
+    # Input normalisation (x/255 - mean)/std per channel; () = the dataset's statistics, or
+    # those of the --init_from run's imported weights when their channels match.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    resize_size: int | None = None  # ImageNet-style eval: shorter side before the centre crop
+    imported_from: str = ""  # set by cnnjax.weights: the published file these weights came from
     # Optimisation (SGD with momentum, L2 as the papers did it).
     batch_size: int = 128  # global, over all devices of all processes
     epochs: float = 10.0

@@ -6,6 +6,8 @@ the same way from its TrainConfig; this is their one home.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cnnjax import data as cdata
 from cnnjax.models import model_spec
 from cnnjax.train.config import TrainConfig
@@ -34,10 +36,27 @@ def fake_spec(config: TrainConfig) -> cdata.FakeSpec | None:
     return cdata.FakeSpec(num_classes=config.num_classes, channels=channels)
 
 
+def normalization(
+    config: TrainConfig, info: cdata.DatasetInfo
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The run's per-channel (mean, std): its own (imported weights, --mean/--std) or the data's."""
+    return (config.mean or info.mean, config.std or info.std)
+
+
+def preprocessing_args(config: TrainConfig) -> dict[str, Any]:
+    """`make_loader` arguments for the run's own preprocessing (normalisation, eval resize)."""
+    imagenet = cdata.dataset_info(config.dataset).pipeline == "imagenet"
+    return {
+        "mean": config.mean or None,
+        "std": config.std or None,
+        "resize_size": config.resize_size if imagenet else None,
+    }
+
+
 def make_run_loader(
     config: TrainConfig, split: str, *, train: bool, batch_size: int, image_size: int
 ) -> cdata.Loader:
-    """The run's loader for `split`: its dataset, data_dir, seed, workers, dtype and fake spec."""
+    """The run's loader for `split`: dataset, data_dir, seed, workers, dtype, normalisation."""
     return cdata.make_loader(
         config.dataset,
         split,
@@ -50,4 +69,5 @@ def make_run_loader(
         workers=config.workers,
         dtype=config.dtype,
         fake=fake_spec(config),
+        **preprocessing_args(config),
     )

@@ -40,10 +40,15 @@ from cnnjax.train.run_inputs import (
     EVAL_BATCH_PER_DEVICE,
     fake_spec,
     make_run_loader,
+    normalization,
     resolve_image_size,
 )
 from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
-from cnnjax.train.transfer import init_from_run
+from cnnjax.train.transfer import (
+    adopt_source_normalization,
+    describe_normalization,
+    init_from_run,
+)
 from cnnjax.train.validation import check_workdir, validate_config
 from cnnjax.train.workdir_lock import WorkdirLock, run_lock
 
@@ -222,6 +227,10 @@ def train_and_evaluate(config: TrainConfig, *, allow_config_change: bool = False
         num_classes=config.num_classes or info.num_classes,
         workdir=config.workdir or default_workdir(config),
     )
+    if config.init_from:
+        fake = fake_spec(config)
+        channels = fake.channels if fake is not None else info.channels
+        config = adopt_source_normalization(config, channels)
     validate_config(config, processes=jax.process_count())
     check_workdir(config.workdir)
     check_batch_divides(config.batch_size, jax.device_count())
@@ -338,6 +347,7 @@ def _train(
         lr,
         " (linearly scaled)" if config.lr_scaling == "linear" else "",
     )
+    logging.info("%s", describe_normalization(config, *normalization(config, info)))
     best_top1 = _best_so_far(logger)
     final_eval = None
     pending: list[dict[str, jax.Array]] = []

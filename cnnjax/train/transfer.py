@@ -60,6 +60,38 @@ def _merge(fresh: Any, source: Any, kind: str) -> tuple[Any, list[str], list[str
     return traverse_util.unflatten_dict(merged), copied, kept
 
 
+def adopt_source_normalization(config: Any, channels: int) -> Any:
+    """The config with the --init_from run's own normalisation, if it has one for `channels`.
+
+    Imported weights expect the inputs normalised as they were trained (e.g. ImageNet mean/std);
+    a run that sets no --mean/--std of its own fine-tunes with theirs when the channel counts
+    agree. Anything else (no source yet, a source without its own normalisation) is unchanged.
+    """
+    from cnnjax.train.checkpoints import read_config
+
+    if not config.init_from or config.mean or config.std:
+        return config
+    try:
+        source = read_config(config.init_from)
+    except (FileNotFoundError, ValueError):  # init_from_run says what is wrong, later
+        return config
+    if not source.mean or len(source.mean) not in (1, channels):
+        return config
+    return config.replace(mean=source.mean, std=source.std)
+
+
+def describe_normalization(config: Any, mean: Any, std: Any) -> str:
+    """Which normalisation a run uses, and where it comes from, in one line."""
+    values = f"mean {tuple(round(m, 4) for m in mean)}, std {tuple(round(s, 4) for s in std)}"
+    if not config.mean:
+        origin = f"{config.dataset}'s statistics"
+    elif config.init_from:
+        origin = f"the --init_from run's ({config.init_from}), not {config.dataset}'s"
+    else:
+        origin = "set for this run"
+    return f"inputs normalised as (x/255 - mean)/std with {values}: {origin}"
+
+
 def init_from_run(state: Any, workdir: str) -> Any:
     """The train state with the weights of run `workdir` wherever names and shapes agree."""
     from cnnjax.train.checkpoints import load

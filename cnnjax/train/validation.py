@@ -63,6 +63,7 @@ class Range:
 # One entry per numeric TrainConfig field (tests check that none is missing).
 RANGES: dict[str, Range] = {
     "image_size": Range(1, integer=True),  # the upper bound depends on dataset and memory
+    "resize_size": Range(1, integer=True),  # (>= the crop side: the loader checks)
     "num_classes": Range(2, integer=True),
     "batch_size": Range(1, integer=True),
     "epochs": Range(0, low_open=True),
@@ -165,6 +166,25 @@ def _num_classes_problem(config: TrainConfig, info: DatasetInfo) -> str | None:
         config.num_classes,
         f"{info.num_classes} ({info.name}'s classes) without --init_from, or unset",
     )
+
+
+def _normalization_problems(config: TrainConfig, info: DatasetInfo) -> dict[str, str]:
+    """--mean/--std: given together, one value or one per channel each, std positive."""
+    if not config.mean and not config.std:
+        return {}
+    channels = _channels(config, info)
+    fits = f"one value, or {channels} comma-separated values (one per channel)"
+    problems = {}
+    for name in ("mean", "std"):
+        values = tuple(getattr(config, name))
+        if not values:
+            other = "std" if name == "mean" else "mean"
+            problems[name] = f"--{other} needs --{name} too: pass both, {fits} each"
+        elif len(values) not in (1, channels) or not all(math.isfinite(v) for v in values):
+            problems[name] = _out_of_range(name, values, fits)
+        elif name == "std" and min(values) <= 0:
+            problems[name] = _out_of_range(name, values, "positive in every channel")
+    return problems
 
 
 def physical_memory_bytes() -> int | None:
@@ -311,6 +331,7 @@ def validate_config(config: TrainConfig, *, processes: int | None = None) -> Non
         **_range_problems(config),
         **_boundary_problems(config),
         **_choice_problems(config),
+        **_normalization_problems(config, info),
     }
     count = max(processes if processes is not None else processes_from_environment(), 1)
     sizes_valid = not any(n in problems for n in ("batch_size", "workers", "dtype"))

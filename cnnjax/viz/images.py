@@ -4,15 +4,14 @@ the run's evaluation pipeline prepares its inputs; and the dataset's class names
 Image files are read with Pillow and made to look like the run's data: MNIST-family runs get
 a grey image resized to 28×28 and zero-padded to the input side (as the digits are; note these
 datasets are light objects on black), CIFAR and synthetic runs a resize to the input side,
-ImageNet-style runs the evaluation view (shorter side resized, centre crop). Then the
-dataset's per-channel normalisation.
+ImageNet-style runs the evaluation view (shorter side resized, centre crop). Then the run's
+per-channel normalisation (the dataset's, or that of imported weights).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +47,18 @@ def _fake_spec(config: TrainConfig) -> cdata.FakeSpec | None:
     return fake_spec(config)
 
 
+def _normalization(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from cnnjax.train.run_inputs import normalization
+
+    return normalization(config, cdata.dataset_info(config.dataset))
+
+
+def _preprocessing_args(config: TrainConfig) -> dict:
+    from cnnjax.train.run_inputs import preprocessing_args
+
+    return preprocessing_args(config)
+
+
 def to_pixels(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """Undo the per-channel normalisation: (H, W, C) float -> uint8 on 0-255."""
     values = (np.asarray(image, np.float32) * np.asarray(std) + np.asarray(mean)) * 255.0
@@ -71,22 +82,17 @@ def dataset_example(config: TrainConfig, index: int = 0, split: str | None = Non
         data_dir=config.data_dir,
         image_size=input_side(config),
         fake=fake,
+        **_preprocessing_args(config),  # the run's normalisation and eval resize
     )
     batch = next(itertools.islice(loader, index // batch_size, None))
     row = index % batch_size
     image = np.asarray(batch["image"][row], np.float32)
     return Example(
         image=image,
-        pixels=to_pixels(image, info.mean, info.std),
+        pixels=to_pixels(image, *_normalization(config)),
         label=int(batch["label"][row]),
         source=f"{info.name} {split} #{index}",
     )
-
-
-def _eval_resize_side(info: cdata.DatasetInfo, side: int) -> int:
-    # The loader's rule (cnnjax.data.loader): 256 for crops up to 256, else the same 8/7 ratio.
-    base = info.resize_size or side
-    return base if side <= base else math.ceil(side * 8 / 7)
 
 
 def image_file(path: str | Path, config: TrainConfig) -> Example:
@@ -105,7 +111,9 @@ def image_file(path: str | Path, config: TrainConfig) -> Example:
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"cannot read {str(path)!r} as an image ({e})") from None
     if info.pipeline == "imagenet":
-        resize = augment.resize_shorter_side(np.asarray(picture), _eval_resize_side(info, side))
+        resize = augment.resize_shorter_side(
+            np.asarray(picture), cdata.eval_resize_size(info, side, config.resize_size)
+        )
         # The centre crop of augment.imagenet_eval.
         top, left = (round((n - side) / 2) for n in resize.shape[:2])
         pixels = resize[top : top + side, left : left + side]
@@ -116,7 +124,7 @@ def image_file(path: str | Path, config: TrainConfig) -> Example:
     else:
         pixels = np.asarray(picture.resize((side, side), Image.Resampling.BILINEAR))
     pixels = np.ascontiguousarray(pixels).reshape(side, side, channels)
-    image = augment.normalize(pixels, info.mean, info.std)
+    image = augment.normalize(pixels, *_normalization(config))
     return Example(image=image, pixels=pixels, label=None, source=path.name)
 
 

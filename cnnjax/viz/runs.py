@@ -34,7 +34,7 @@ def predict(
     model: Any, variables: Any, config: TrainConfig, split: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, predicted classes) over every example of the run's eval split (or `split`)."""
-    from cnnjax.train.run_inputs import fake_spec
+    from cnnjax.train.run_inputs import fake_spec, preprocessing_args
 
     info = cdata.dataset_info(config.dataset)
     loader = cdata.make_loader(
@@ -45,6 +45,7 @@ def predict(
         data_dir=config.data_dir,
         image_size=input_side(config),
         fake=fake_spec(config),
+        **preprocessing_args(config),  # the run's normalisation and eval resize
     )
     classify = jax.jit(lambda v, x: model.apply(v, x, train=False).argmax(-1))
     labels, predictions = [], []
