@@ -21,7 +21,8 @@ missing_deps() {
   "$PYTHON" - "$@" <<'PY'
 import importlib.util, sys
 mods = ["jax", "flax", "optax", "orbax.checkpoint", "tensorflow_datasets", "array_record",
-        "grain", "absl", "PIL", "simplejpeg", "cv2", "tqdm", "matplotlib", "tensorboardX"] + sys.argv[1:]
+        "grain", "absl", "PIL", "simplejpeg", "cv2", "tqdm", "matplotlib", "tensorboardX",
+        "safetensors"] + sys.argv[1:]
 sys.exit(0 if any(importlib.util.find_spec(m) is None for m in mods) else 1)
 PY
 }

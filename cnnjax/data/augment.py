@@ -302,7 +302,7 @@ def _decode_shorter_side(image_bytes: bytes, resize_size: int) -> np.ndarray:
     """Decode at full size, then resize: the eval view of torchvision's PIL path, bit for bit.
 
     No DCT-reduced decode here (training crops use it): a reduced decode followed by a small
-    resize is another low-pass filter, up to ~10 levels off on large images
+    resize is another low-pass filter: up to 120 levels (mean ~10) off on large images
     (docs/preprocessing.md), and pretrained weights are scored as they were evaluated.
     """
     height, width, kind = _image_size(image_bytes)

@@ -129,6 +129,18 @@ for _depth in IMAGENET_BLOCKS:
 
 
 @register_model(
+    "densenet161",
+    input_shape=(224, 224, 3),
+    num_classes=1000,
+    paper="Huang et al. 2017, Table 1 note (DenseNet-BC, k=48), as torchvision",
+)
+def densenet161(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
+    """DenseNet-161: k = 48, blocks 6-12-36-24, stem 2k = 96; 28,681,000 parameters."""
+    overrides.setdefault("growth_rate", 48)
+    return DenseNet((6, 12, 36, 24), num_classes=num_classes, dtype=dtype, **overrides)
+
+
+@register_model(
     "densenet_bc_100",
     input_shape=(32, 32, 3),
     num_classes=10,

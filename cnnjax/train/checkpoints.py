@@ -433,12 +433,18 @@ def read_data_states(directory: Path, step: int) -> list[dict[str, Any]]:
     return [_read_json(found[k]) for k in range(count)]
 
 
-def _restore_verified(manager: Any, directory: Path, step: int, abstract: Any) -> Restored:
-    """Read checkpoint `step` back and check it against its recorded checksums."""
+def _restore_verified(
+    manager: Any, directory: Path, step: int, abstract: Any, *, with_data: bool = True
+) -> Restored:
+    """Read checkpoint `step` back and check it against its recorded checksums.
+
+    with_data=False: weights only (`load`), so imported weights, which have no data-iterator
+    state, read back too; a resume always needs the data states.
+    """
     config = TrainConfig.from_json(
         json.dumps(_read_json(directory / str(step) / "config" / "metadata"))
     )
-    data_states = read_data_states(directory, step)
+    data_states = read_data_states(directory, step) if with_data else []
     recorded_path = directory / str(step) / "checksums" / "metadata"
     recorded = _read_json(recorded_path) if recorded_path.exists() else None
     restored = manager.restore(
@@ -453,6 +459,28 @@ def _restore_verified(manager: Any, directory: Path, step: int, abstract: Any) -
         if bad:
             raise ValueError(f"array {bad[0]} does not match its checksum ({len(bad)} arrays)")
     return Restored(step=step, state=state, config=config, data_states=data_states)
+
+
+def save_weights(workdir: str | Path, variables: dict[str, Any], config: TrainConfig) -> None:
+    """Write `variables` as checkpoint 0 of `workdir`: weights, config and checksums only.
+
+    For weights from elsewhere (`cnnjax.weights`): `load`, evaluate, the viz tools and
+    --init_from read it like a run's checkpoint; it has no optimizer or data-iterator state.
+    """
+    state = {
+        "params": variables["params"],
+        "model_state": {k: v for k, v in variables.items() if k != "params"},
+    }
+    state = jax.tree.map(jnp.asarray, state)
+    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
+    with ocp.CheckpointManager(checkpoint_dir(workdir), options=options) as manager:
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            config=ocp.args.JsonSave(json.loads(config.to_json())),
+            checksums=ocp.args.JsonSave(checksums(state)),
+        )
+        manager.save(0, args=args)
+        manager.wait_until_finished()
 
 
 def saved_steps(workdir: str | Path) -> list[int]:
@@ -492,7 +520,7 @@ def _restore_state(workdir: str | Path, step: int) -> Any:
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
             dict(manager.item_metadata(step)["state"]),
         )
-        return _restore_verified(manager, directory, step, target).state
+        return _restore_verified(manager, directory, step, target, with_data=False).state
 
 
 def _try_restore(workdir: str | Path, step: int) -> tuple[Any, str | None]:
