@@ -9,8 +9,10 @@ from cnnjax.layers.basic import (
     Maxout,
     MaxPool,
     PReLU,
+    WindowDense,
     flatten,
     global_avg_pool,
+    require_window,
     spatial_output_size,
 )
 from cnnjax.layers.dense import DenseBlock, DenseLayer, PreActConv, Transition, compressed_channels
@@ -32,8 +34,10 @@ __all__ = [
     "MaxPool",
     "Maxout",
     "PReLU",
+    "WindowDense",
     "flatten",
     "global_avg_pool",
+    "require_window",
     "spatial_output_size",
     # deep families (GoogLeNet, ResNet, DenseNet)
     "HE_NORMAL_FAN_OUT",

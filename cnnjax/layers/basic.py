@@ -3,6 +3,10 @@
 Every spatial layer checks that its input is large enough *before* XLA sees it, so a model
 fed a too-small image fails with the output-size arithmetic of the offending layer instead of
 an opaque shape error deep inside a compiled computation.
+
+`WindowDense` is a fully-connected layer over a fixed H×W×C window that slides as a VALID
+convolution over a larger map, with `nn.Dense`'s parameters: the dense evaluation of VGG
+Sec. 3.2, which runs a net trained on fixed crops over a whole larger image.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
 
 from cnnjax import ops
 
@@ -196,6 +201,68 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
 def flatten(x: jax.Array) -> jax.Array:
     """(N, ...) -> (N, prod(...)), row-major over H, W, C."""
     return x.reshape((x.shape[0], -1))
+
+
+class WindowDense(nn.Dense):
+    """`nn.Dense` over a flattened H×W×C window, slid as a VALID conv over a larger map.
+
+    The params are `nn.Dense`'s on the row-major (H, W, C) flatten of one window: `kernel`
+    (H·W·C, features) and `bias`. An (N, H, W, C) map of exactly `window` gives the plain
+    `(N, features)`; a larger one gives `(N, H', W', features)`, one output per window position,
+    the kernel being reshaped to (H, W, C, features). A smaller one raises `InputTooSmallError`.
+    """
+
+    window: IntPair = 1
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        if inputs.ndim != 4:
+            raise ValueError(
+                f"layer {_layer_name(self)!r}: WindowDense takes an (N, H, W, C) map, "
+                f"got shape {inputs.shape}; do not flatten it first"
+            )
+        (kh, kw), (h, w, channels) = _pair(self.window), inputs.shape[1:]
+        if h < kh or w < kw:
+            raise InputTooSmallError(
+                f"layer {_layer_name(self)!r}: a {h}×{w} map is smaller than its {kh}×{kw} "
+                f"window; feed a larger image"
+            )
+        if (h, w) == (kh, kw):
+            return super().__call__(flatten(inputs))  # the plain path, exactly nn.Dense
+        shape = (kh * kw * channels, self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        y = lax.conv_general_dilated(
+            inputs,
+            kernel.reshape(kh, kw, channels, self.features),
+            window_strides=(1, 1),
+            padding="VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=self.precision,
+        )
+        return y if bias is None else y + bias
+
+
+def require_window(
+    model: str, layer: str, image: Sequence[int], grid: Sequence[int], window: int, minimum: int
+) -> None:
+    """Raise `InputTooSmallError` when an `image` leaves a map `grid` smaller than `layer`'s window.
+
+    For nets whose first FC layer is a `WindowDense`: the message names the layer, the image and
+    the smallest side that works, which plain shape arithmetic inside the layer cannot know.
+    """
+    if grid[0] >= window and grid[1] >= window:
+        return
+    raise InputTooSmallError(
+        f"{model} layer {layer!r}: input of size {image[0]}×{image[1]} is too small: it leaves "
+        f"a {grid[0]}×{grid[1]} map for {layer}'s {window}×{window} window; feed at least "
+        f"{minimum}×{minimum} (larger inputs are evaluated densely)"
+    )
 
 
 class ConvBNAct(nn.Module):

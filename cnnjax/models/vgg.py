@@ -18,6 +18,11 @@ stage ends in a 2×2/2 max-pool, so a 224×224×3 input leaves 7×7×512 = 25,08
 The classifier is fc6 25,088 → 4096 and fc7 4096 → 4096, each followed by ReLU and dropout
 0.5, then fc8 4096 → classes.
 
+Dense evaluation (Sec. 3.2): an input larger than 224 (pool5 map over 7×7) runs fc6 as a 7×7
+conv and fc7/fc8 as 1×1 convs with the same parameters (`WindowDense`), then averages the class
+score map; 224 is the plain forward pass, and a smaller input raises `InputTooSmallError`.
+`fc6_window=1` (not in the paper) sizes fc6 for a 1×1 pool5 map: 512 → 4096, 32×32 inputs.
+
 VGG-16 rows (model_zoo.md §5.1; totals = torchvision's `num_params`): conv1_1 1,792; conv1_2
 36,928; conv2_1 73,856; conv2_2 147,584; conv3_1 295,168; conv3_2-3 590,080; conv4_1
 1,180,160; conv4_2-3 and conv5_* 2,359,808; fc6 102,764,544 (74% of the net); fc7 16,781,312;
@@ -34,7 +39,8 @@ Init: Glorot-uniform weights and zero biases (`weight_init="glorot"`, the defaul
 
 Layer names (for `cnnjax.features`): `conv{stage}_{i}` (a conv[-BN]-ReLU unit, after its ReLU;
 `conv{stage}_{i}/conv` before it), `pool1` ... `pool5`, `fc6`, `fc7` (before their ReLU),
-`drop6`, `drop7` (after it, dropout being the identity in inference), `fc8`.
+`drop6`, `drop7` (after it, dropout being the identity in inference), `fc8` (the class score
+map before the spatial average when evaluated densely).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnnjax.layers import ConvBNAct, MaxPool, flatten
+from cnnjax.layers import ConvBNAct, MaxPool, WindowDense, global_avg_pool, require_window
 from cnnjax.models.registry import register_model
 
 PAPER = "Simonyan & Zisserman 2015"
@@ -58,6 +64,7 @@ CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
     "E": ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
 }
 DEPTHS = {"A": 11, "B": 13, "D": 16, "E": 19}  # weight layers: convs + 3 FC
+DOWNSAMPLING = 2**5  # five 2×2/2 pools: a 224 crop leaves the 7×7 pool5 map fc6 is trained on
 
 INITS = {
     "glorot": nn.initializers.xavier_uniform(),
@@ -73,6 +80,7 @@ class VGG(nn.Module):
     batch_norm: bool = False
     weight_init: str = "glorot"
     dropout_rate: float = 0.5
+    fc6_window: int = 7  # pool5 side fc6 takes whole: 7 (224 crops), 1 (32×32 CIFAR-size)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -83,7 +91,11 @@ class VGG(nn.Module):
             raise ValueError(
                 f"unknown VGG weight_init {self.weight_init!r}; use one of {', '.join(INITS)}"
             )
-        kernel_init = INITS[self.weight_init]
+        if self.fc6_window < 1:
+            raise ValueError(
+                f"VGG fc6_window must be at least 1 (a 1×1 pool5 map), not {self.fc6_window}"
+            )
+        kernel_init, image = INITS[self.weight_init], x.shape[1:3]
         for stage, widths in enumerate(CONFIGS[self.config], start=1):
             for index, width in enumerate(widths, start=1):
                 x = ConvBNAct(
@@ -97,12 +109,14 @@ class VGG(nn.Module):
                     name=f"conv{stage}_{index}",
                 )(x, train=train)
             x = MaxPool(2, 2, name=f"pool{stage}")(x)
-        x = flatten(x)
-        for layer in ("6", "7"):
-            x = nn.Dense(4096, kernel_init=kernel_init, dtype=self.dtype, name=f"fc{layer}")(x)
-            x = nn.relu(x)
-            x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f"drop{layer}")(x)
-        return nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="fc8")(x)
+        side = self.fc6_window
+        require_window("VGG", "fc6", image, x.shape[1:3], side, side * DOWNSAMPLING)
+        fc6 = WindowDense(4096, window=side, kernel_init=kernel_init, dtype=self.dtype, name="fc6")
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop6")(nn.relu(fc6(x)))
+        x = nn.Dense(4096, kernel_init=kernel_init, dtype=self.dtype, name="fc7")(x)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop7")(nn.relu(x))
+        x = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="fc8")(x)
+        return global_avg_pool(x) if x.ndim == 4 else x  # dense evaluation: average the scores
 
 
 def _register(config: str, batch_norm: bool) -> None:

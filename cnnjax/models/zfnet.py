@@ -26,8 +26,14 @@ AlexNet's order); the paper gives no constants for it, so AlexNet's LRN (k=2, n=
 0.5 on fc6/fc7, and conv filters whose RMS exceeds 0.1 renormalised to 0.1 after each update
 (`renormalize_filters`). Count: model_zoo.md §4.
 
+Dense evaluation (as VGG Sec. 3.2): an input whose pool5 map is over 6×6 (side ≥ 239) runs fc6
+as a 6×6 conv and fc7/fc8 as 1×1 convs with the same parameters (`WindowDense`) and averages
+the class score map; sides 207-238 give the plain forward pass, smaller ones raise
+`InputTooSmallError`.
+
 Layer names (for `cnnjax.features`): the table's rows, `conv1` ... `fc8`, plus `drop6` and
 `drop7` (= ReLU(fc6), ReLU(fc7) in inference); convs and FCs are read before their ReLU.
+Evaluated densely, `fc6` ... `fc8` are maps (`fc8` the class score map before its average).
 """
 
 from __future__ import annotations
@@ -40,12 +46,14 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from cnnjax.layers import LRN, Conv, MaxPool, flatten
+from cnnjax.layers import LRN, Conv, MaxPool, WindowDense, global_avg_pool, require_window
 from cnnjax.models.registry import register_model
 
 PAPER = "Zeiler & Fergus 2014"
 WEIGHT_INIT = nn.initializers.normal(stddev=1e-2)  # Sec. 3: "weights initialized to 10^-2"
 MAX_FILTER_RMS = 0.1  # Sec. 3: filters whose RMS exceeds 10^-1 are renormalised to it
+FC6_WINDOW = 6  # the pool5 map of a 224 input (Fig. 3)
+MIN_INPUT = 207  # the smallest side whose ceil-mode pools still leave a 6×6 pool5 map
 
 
 class ZFNet(nn.Module):
@@ -58,6 +66,7 @@ class ZFNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        image = x.shape[1:3]
         x = nn.relu(self._conv("conv1", 96, 7, stride=2, pad=1)(x))
         x = self._norm(MaxPool(3, 2, ceil_mode=True, name="pool1")(x), "norm1")
         x = nn.relu(self._conv("conv2", 256, 5, stride=2)(x))
@@ -65,11 +74,14 @@ class ZFNet(nn.Module):
         x = nn.relu(self._conv("conv3", 384, 3, pad=1)(x))
         x = nn.relu(self._conv("conv4", 384, 3, pad=1)(x))
         x = nn.relu(self._conv("conv5", 256, 3, pad=1)(x))
-        x = flatten(MaxPool(3, 2, ceil_mode=True, name="pool5")(x))
-        for layer in ("6", "7"):
-            x = nn.relu(self._dense(f"fc{layer}", 4096)(x))
-            x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f"drop{layer}")(x)
-        return self._dense("fc8", self.num_classes)(x)
+        x = MaxPool(3, 2, ceil_mode=True, name="pool5")(x)
+        require_window("ZFNet", "fc6", image, x.shape[1:3], FC6_WINDOW, MIN_INPUT)
+        x = nn.relu(self._dense("fc6", 4096, window=FC6_WINDOW)(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop6")(x)
+        x = nn.relu(self._dense("fc7", 4096)(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop7")(x)
+        x = self._dense("fc8", self.num_classes)(x)
+        return global_avg_pool(x) if x.ndim == 4 else x  # dense evaluation: average the scores
 
     def _conv(self, name: str, features: int, size: int, stride: int = 1, pad: int = 0) -> Conv:
         return Conv(
@@ -82,8 +94,12 @@ class ZFNet(nn.Module):
             name=name,
         )
 
-    def _dense(self, name: str, features: int) -> nn.Dense:
-        return nn.Dense(features, kernel_init=WEIGHT_INIT, dtype=self.dtype, name=name)
+    def _dense(self, name: str, features: int, window: int | None = None) -> nn.Dense:
+        if window is None:
+            return nn.Dense(features, kernel_init=WEIGHT_INIT, dtype=self.dtype, name=name)
+        return WindowDense(
+            features, window=window, kernel_init=WEIGHT_INIT, dtype=self.dtype, name=name
+        )
 
     def _norm(self, x: jax.Array, name: str) -> jax.Array:
         return LRN(name=name)(x) if self.lrn else x
