@@ -208,14 +208,17 @@ def test_too_small_input_names_fc6_and_the_minimum(name):
         rf"{window - 1}×{window - 1} map for fc6's {window}×{window} window; feed at least "
         rf"{minimum}×{minimum} \(larger inputs are evaluated densely\)"
     )
-    with pytest.raises(InputTooSmallError, match=message):
-        _abstract(model, small)
+    too_small = jax.ShapeDtypeStruct((1, small, small, 3), jnp.float32)
+    with pytest.raises(InputTooSmallError, match=message):  # the built model, a smaller image
+        jax.eval_shape(model.apply, variables, too_small)
 
 
 def test_vgg_197_is_too_small_and_384_is_dense():
     model = cnnjax.create_model("vgg16", num_classes=CLASSES)
+    built = _abstract(model, 224)
+    x197 = jax.ShapeDtypeStruct((1, 197, 197, 3), jnp.float32)
     with pytest.raises(InputTooSmallError, match=r"VGG layer 'fc6'.*197×197.*at least 224×224"):
-        _abstract(model, 197)
+        jax.eval_shape(model.apply, built, x197)
     variables = _abstract(model, 384, batch=2)
     x = jax.ShapeDtypeStruct((2, 384, 384, 3), jnp.float32)
     assert jax.eval_shape(model.apply, variables, x).shape == (2, CLASSES)
@@ -225,6 +228,15 @@ def test_vgg_197_is_too_small_and_384_is_dense():
     assert shapes["fc6"] == shapes["drop6"] == shapes["fc7"] == shapes["drop7"] == (6, 6, 4096)
     assert shapes["fc8"] == (6, 6, CLASSES)
     assert feature_shapes(model, (224, 224, 3))["fc6"] == (4096,)
+
+
+def test_vgg_built_on_32_pixel_images_has_a_1x1_fc6_window():
+    # A CIFAR-size VGG (as before dense evaluation existed): fc6 takes the whole 1×1 pool5 map.
+    model = cnnjax.create_model("vgg11", num_classes=CLASSES)
+    variables = _abstract(model, 32)
+    assert variables["params"]["fc6"]["kernel"].shape == (512, 4096)
+    x64 = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    assert jax.eval_shape(model.apply, variables, x64).shape == (1, CLASSES)  # 2×2, averaged
 
 
 def test_vgg_fc6_window_1_takes_32_pixel_inputs():

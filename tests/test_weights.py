@@ -295,4 +295,4 @@ def test_evaluate_scores_an_imported_run_with_its_own_preprocessing(tmp_path):
 
     assert probs.shape == (3, 1000)
     assert matched(probs, expected(235)) < 1e-5
-    assert matched(probs, expected(256)) > 1e-3  # the resize makes a difference here
+    assert matched(probs, expected(256)) > 1e-4  # the resize makes a difference here

@@ -21,7 +21,9 @@ The classifier is fc6 25,088 → 4096 and fc7 4096 → 4096, each followed by Re
 Dense evaluation (Sec. 3.2): an input larger than 224 (pool5 map over 7×7) runs fc6 as a 7×7
 conv and fc7/fc8 as 1×1 convs with the same parameters (`WindowDense`), then averages the class
 score map; 224 is the plain forward pass, and a smaller input raises `InputTooSmallError`.
-`fc6_window=1` (not in the paper) sizes fc6 for a 1×1 pool5 map: 512 → 4096, 32×32 inputs.
+fc6's window is the paper's 7×7, or the whole pool5 map of a smaller image at init (a 32×32
+CIFAR image: 1×1, fc6 512 → 4096, not in the paper); once built, it is read from the kernel.
+`fc6_window=k` fixes it.
 
 VGG-16 rows (model_zoo.md §5.1; totals = torchvision's `num_params`): conv1_1 1,792; conv1_2
 36,928; conv2_1 73,856; conv2_2 147,584; conv3_1 295,168; conv3_2-3 590,080; conv4_1
@@ -45,6 +47,7 @@ map before the spatial average when evaluated densely).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -65,6 +68,7 @@ CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
 }
 DEPTHS = {"A": 11, "B": 13, "D": 16, "E": 19}  # weight layers: convs + 3 FC
 DOWNSAMPLING = 2**5  # five 2×2/2 pools: a 224 crop leaves the 7×7 pool5 map fc6 is trained on
+FC6_WINDOW = 7  # the paper's fc6 input: 7×7×512 = 25,088 features
 
 INITS = {
     "glorot": nn.initializers.xavier_uniform(),
@@ -80,7 +84,7 @@ class VGG(nn.Module):
     batch_norm: bool = False
     weight_init: str = "glorot"
     dropout_rate: float = 0.5
-    fc6_window: int = 7  # pool5 side fc6 takes whole: 7 (224 crops), 1 (32×32 CIFAR-size)
+    fc6_window: int | None = None  # pool5 side fc6 takes whole; None: see the module doc
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -91,7 +95,7 @@ class VGG(nn.Module):
             raise ValueError(
                 f"unknown VGG weight_init {self.weight_init!r}; use one of {', '.join(INITS)}"
             )
-        if self.fc6_window < 1:
+        if self.fc6_window is not None and self.fc6_window < 1:
             raise ValueError(
                 f"VGG fc6_window must be at least 1 (a 1×1 pool5 map), not {self.fc6_window}"
             )
@@ -109,7 +113,7 @@ class VGG(nn.Module):
                     name=f"conv{stage}_{index}",
                 )(x, train=train)
             x = MaxPool(2, 2, name=f"pool{stage}")(x)
-        side = self.fc6_window
+        side = self._fc6_window(x.shape[1:3], x.shape[-1])
         require_window("VGG", "fc6", image, x.shape[1:3], side, side * DOWNSAMPLING)
         fc6 = WindowDense(4096, window=side, kernel_init=kernel_init, dtype=self.dtype, name="fc6")
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop6")(nn.relu(fc6(x)))
@@ -117,6 +121,16 @@ class VGG(nn.Module):
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop7")(nn.relu(x))
         x = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="fc8")(x)
         return global_avg_pool(x) if x.ndim == 4 else x  # dense evaluation: average the scores
+
+
+    def _fc6_window(self, grid: tuple[int, int], channels: int) -> int:
+        """fc6's window side: given, else that of its kernel, else (at init) min(7, the map)."""
+        if self.fc6_window is not None:
+            return self.fc6_window
+        kernel = self.variables.get("params", {}).get("fc6", {}).get("kernel")
+        if kernel is not None:
+            return math.isqrt(kernel.shape[0] // channels)
+        return min(FC6_WINDOW, *grid)
 
 
 def _register(config: str, batch_norm: bool) -> None:

@@ -108,7 +108,8 @@ def train_step(
 ) -> tuple[TrainState, Metrics]:
     """One SGD step on a global batch: forward, loss (+aux), backward, update; returns metrics."""
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    # A frozen backbone keeps its BN statistics as loaded (no running-average updates).
+    # A frozen backbone is the loaded network as evaluation runs it (BN with its loaded
+    # statistics, no dropout), so the head learns on exactly the features it will be scored on.
     frozen = config.freeze == "backbone"
     mutable = [k for k in ("batch_stats",) if k in state.model_state and not frozen]
     images, labels = batch["image"], batch["label"]
@@ -117,7 +118,7 @@ def train_step(
         out, updates = model.apply(
             {"params": params, **state.model_state},
             images,
-            train=True,
+            train=not frozen,
             rngs={"dropout": rng},
             mutable=mutable,
         )

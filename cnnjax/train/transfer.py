@@ -3,8 +3,9 @@
 `--init_from=WORKDIR` copies every parameter and BN statistic whose path and shape match from
 that run's latest checkpoint; the rest (normally the classifier, re-sized for `--num_classes`)
 keeps its fresh initialisation. `--freeze=backbone` trains only the head: an optax
-`multi_transform` zeroes every other update (weight decay included), and the backbone's BN
-statistics stay as loaded.
+`multi_transform` zeroes every other update (weight decay included), and the network runs as
+in evaluation (BN with its loaded statistics, no dropout), as a linear probe does, so the head
+learns on exactly the features it is scored on.
 """
 
 from __future__ import annotations
