@@ -296,3 +296,24 @@ def test_evaluate_scores_an_imported_run_with_its_own_preprocessing(tmp_path):
     assert probs.shape == (3, 1000)
     assert matched(probs, expected(235)) < 1e-5
     assert matched(probs, expected(256)) > 1e-4  # the resize makes a difference here
+
+
+@pytest.mark.slow
+def test_visualize_and_features_read_an_imported_run(imported, tmp_path):
+    from PIL import Image
+
+    from cnnjax.features import features
+
+    photo = tmp_path / "photo.jpg"
+    gradient = np.linspace(0, 255, 300 * 400 * 3).reshape(300, 400, 3).astype(np.uint8)
+    Image.fromarray(gradient).save(photo, quality=90)
+    for what, flags in (("filters", ()), ("saliency", (f"--image={photo}",))):
+        out = tmp_path / f"{what}.png"
+        drawn = _cli(
+            "cnnjax.visualize", f"--workdir={imported}", f"--what={what}", f"--out={out}", *flags
+        )
+        assert drawn.returncode == 0, drawn.stderr[-2000:]
+        assert out.stat().st_size > 1000
+    model, variables, _ = cnnjax.checkpoint.load(imported)
+    feats = features(model, variables, synthetic_images(2, 224), layers=["layer4", "fc"])
+    assert feats["layer4"].shape == (2, 7, 7, 512) and feats["fc"].shape == (2, 1000)
