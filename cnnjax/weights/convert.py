@@ -56,7 +56,7 @@ def convert(
     source: str,
     *,
     num_classes: int | None = None,
-    origin: str = "the weights",
+    origin: str = "the state_dict",
 ) -> dict[str, Any]:
     """cnnjax variables of `model` from a `source` state_dict; a misfit raises in one line.
 
@@ -67,23 +67,34 @@ def convert(
     shapes = variable_shapes(model, classes)
     entries = names.entries(model, source, shapes)
     tensors = _strip_wrapper_prefix({names.canonical_key(k): v for k, v in tensors.items()})
-    where = f"{origin} do not fit cnnjax's {model} ({source} names)"
+    where = f"{origin} does not fit cnnjax's {model} ({source} names)"
     flat: dict[tuple[str, ...], np.ndarray] = {}
+    misfits: list[tuple[names.Entry, str]] = []
     for entry in entries:
         tensor = tensors.get(entry.key)
         expected = entry.torch_shape()
         if tensor is None:
-            raise WeightsMismatchError(
-                f"{where}: tensor {entry.key!r} (shape {expected}) is missing; is this a "
-                f"{source} {catalog.TORCHVISION_NAMES.get(model, model)} checkpoint?"
+            misfits.append(
+                (
+                    entry,
+                    f"tensor {entry.key!r} (shape {expected}) is missing; is this a {source} "
+                    f"{catalog.TORCHVISION_NAMES.get(model, model)} checkpoint?",
+                )
             )
-        got = tuple(tensor.shape)
-        if got != expected:
-            raise WeightsMismatchError(
-                f"{where}: tensor {entry.key!r} has shape {got}, expected {expected}"
-                + _head_hint(entry, got, classes)
+        elif tuple(tensor.shape) != expected:
+            got = tuple(tensor.shape)
+            misfits.append(
+                (
+                    entry,
+                    f"tensor {entry.key!r} has shape {got}, expected {expected}"
+                    + _head_hint(entry, got, classes),
+                )
             )
-        flat[(entry.collection, *entry.path)] = entry.convert(tensor)
+        else:
+            flat[(entry.collection, *entry.path)] = entry.convert(tensor)
+    if misfits:
+        _, message = min(misfits, key=_call_order(model, classes))
+        raise WeightsMismatchError(f"{where}: {message}")
     used = {entry.key for entry in entries}
     extra = [k for k in tensors if k not in used and not k.endswith(names.IGNORED_SUFFIXES)]
     if extra:
@@ -93,6 +104,16 @@ def convert(
             f"{catalog.TORCHVISION_NAMES.get(model, model)} checkpoint?"
         )
     return traverse_util.unflatten_dict(flat)
+
+
+def _call_order(model: str, num_classes: int):
+    """Sort key putting an entry where its layer runs in the forward pass (first misfit first)."""
+    from cnnjax.features import feature_names
+
+    spec = model_spec(model)
+    module = create_model(model, num_classes=num_classes)
+    order = {name: i for i, name in enumerate(feature_names(module, spec.input_shape))}
+    return lambda misfit: order.get("/".join(misfit[0].path[:-1]), len(order))
 
 
 def load_pretrained(
