@@ -47,12 +47,19 @@ synthetic = _synthetic_module()
 # torchvision's VGG adaptive-pools pool5 to 7×7, which is the identity from 224 to 231 only; timm's
 # VGG applies fc6/fc7 as convolutions and averages, as cnnjax's dense evaluation does at 257.
 TORCHVISION = {
-    **{f"resnet{d}": (lambda d=d: getattr(torchvision.models, f"resnet{d}")(), 193)
-       for d in (18, 34, 50, 101, 152)},
-    **{f"vgg{d}{bn}": (lambda d=d, bn=bn: getattr(torchvision.models, f"vgg{d}{bn}")(), 225)
-       for d in (11, 13, 16, 19) for bn in ("", "_bn")},
-    **{f"densenet{d}": (lambda d=d: getattr(torchvision.models, f"densenet{d}")(), 193)
-       for d in (121, 161, 169, 201)},
+    **{
+        f"resnet{d}": (lambda d=d: getattr(torchvision.models, f"resnet{d}")(), 193)
+        for d in (18, 34, 50, 101, 152)
+    },
+    **{
+        f"vgg{d}{bn}": (lambda d=d, bn=bn: getattr(torchvision.models, f"vgg{d}{bn}")(), 225)
+        for d in (11, 13, 16, 19)
+        for bn in ("", "_bn")
+    },
+    **{
+        f"densenet{d}": (lambda d=d: getattr(torchvision.models, f"densenet{d}")(), 193)
+        for d in (121, 161, 169, 201)
+    },
     "googlenet_bn": (
         lambda: torchvision.models.googlenet(
             aux_logits=True, transform_input=False, init_weights=False
@@ -62,12 +69,19 @@ TORCHVISION = {
     "alexnet_tv": (lambda: torchvision.models.alexnet(), 193),
 }
 TIMM = {
-    **{f"resnet{d}": (lambda d=d: timm.create_model(f"resnet{d}"), 193)
-       for d in (18, 34, 50, 101, 152)},
-    **{f"vgg{d}{bn}": (lambda d=d, bn=bn: timm.create_model(f"vgg{d}{bn}"), 257)
-       for d in (11, 13, 16, 19) for bn in ("", "_bn")},
-    **{f"densenet{d}": (lambda d=d: timm.create_model(f"densenet{d}"), 193)
-       for d in (121, 161, 169, 201)},
+    **{
+        f"resnet{d}": (lambda d=d: timm.create_model(f"resnet{d}"), 193)
+        for d in (18, 34, 50, 101, 152)
+    },
+    **{
+        f"vgg{d}{bn}": (lambda d=d, bn=bn: timm.create_model(f"vgg{d}{bn}"), 257)
+        for d in (11, 13, 16, 19)
+        for bn in ("", "_bn")
+    },
+    **{
+        f"densenet{d}": (lambda d=d: timm.create_model(f"densenet{d}"), 193)
+        for d in (121, 161, 169, 201)
+    },
 }
 
 

@@ -122,7 +122,6 @@ class VGG(nn.Module):
         x = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="fc8")(x)
         return global_avg_pool(x) if x.ndim == 4 else x  # dense evaluation: average the scores
 
-
     def _fc6_window(self, grid: tuple[int, int], channels: int) -> int:
         """fc6's window side: given, else that of its kernel, else (at init) min(7, the map)."""
         if self.fc6_window is not None:

@@ -553,9 +553,7 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
     if problem is not None:
         intact = [s for s in reversed(steps) if s != step and _try_restore(workdir, s)[1] is None]
         advice = (
-            f"intact: {', '.join(map(str, intact))}"
-            if intact
-            else "no other checkpoint is intact"
+            f"intact: {', '.join(map(str, intact))}" if intact else "no other checkpoint is intact"
         )
         raise DamagedCheckpointError(
             f"checkpoint {step} in {checkpoint_dir(workdir)} is damaged ({problem}); {advice}"
