@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ from flax import traverse_util
 from cnnjax.errors import did_you_mean
 from cnnjax.models import create_model, model_spec
 from cnnjax.weights import catalog, names
-from cnnjax.weights.files import read_tensors
+from cnnjax.weights.files import read_tensors, sha256
 
 
 class WeightsMismatchError(ValueError):
@@ -183,14 +182,6 @@ def identify(
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def run_config(published: catalog.PublishedWeights, num_classes: int, workdir: str | Path) -> Any:
     """The TrainConfig an imported run records: model, ImageNet, head and the preprocessing."""
     from cnnjax.train.config import TrainConfig
@@ -259,7 +250,7 @@ def _provenance(
         "source_model": published.source_model,
         "weights": published.name,
         "file": file.name,
-        "sha256": _sha256(file),
+        "sha256": sha256(file),
         "model": published.model,
         "num_classes": model.num_classes,
         "params": params,

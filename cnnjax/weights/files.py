@@ -90,12 +90,18 @@ def check_torchvision_hash(path: Path) -> None:
     match = _HASHED_NAME.search(path.stem)
     if match is None:
         return
+    digest = sha256(path)
+    if not digest.startswith(match[1]):
+        raise WeightsFileError(
+            f"--file={path} is damaged or not the published file: its sha256 starts with "
+            f"{digest[: len(match[1])]}, its name says {match[1]}; download it again"
+        )
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256 in hex, read in 4 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
-    if not digest.hexdigest().startswith(match[1]):
-        raise WeightsFileError(
-            f"--file={path} is damaged or not the published file: its sha256 starts with "
-            f"{digest.hexdigest()[: len(match[1])]}, its name says {match[1]}; download it again"
-        )
+    return digest.hexdigest()
