@@ -39,6 +39,7 @@ flags.DEFINE_integer(
     "image_size", None, "input side (default: the model's for ImageNet/MNIST, else native)"
 )
 flags.DEFINE_integer("num_classes", None, "classifier width (default: the dataset's classes)")
+flags.DEFINE_enum("optimizer", None, ["sgd", "adadelta"], "SGD with momentum, or Adadelta")
 flags.DEFINE_integer("batch_size", None, "global batch over all devices and processes")
 flags.DEFINE_float("epochs", None, "training epochs")
 flags.DEFINE_integer("max_steps", None, "stop after this many steps")
@@ -66,6 +67,12 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_float("warmup_epochs", None, "linear warm-up epochs")
 flags.DEFINE_float("label_smoothing", None, "label smoothing ε")
+flags.DEFINE_float(
+    "max_norm", None, "after every update, cap each classifier unit's weight norm (Kim: 3)"
+)
+flags.DEFINE_float(
+    "filter_rms", None, "after every update, cap each conv filter's RMS (Zeiler & Fergus: 0.1)"
+)
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (params stay float32)")
 flags.DEFINE_integer("seed", None, "seed of init, data order, augmentation and dropout")
 flags.DEFINE_float("eval_every_epochs", None, "evaluate every this many epochs")
@@ -109,7 +116,8 @@ def default_recipe(dataset: str, model: str) -> str:
         ("densenet", "densenet_paper"),
         ("googlenet", "googlenet_paper"),
         ("alexnet", "alexnet_paper"),
-        ("zfnet", "alexnet_paper"),
+        ("zfnet", "zfnet_paper"),
+        ("textcnn", "kim2014"),
         ("vgg", "vgg_paper"),
     ]
     return next((recipe for prefix, recipe in families if model.startswith(prefix)), "")

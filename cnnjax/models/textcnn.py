@@ -46,9 +46,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import linen as nn
 
+from cnnjax import ops
 from cnnjax.layers import Conv, InputTooSmallError
 from cnnjax.models.registry import register_model
 
@@ -162,9 +162,8 @@ def clip_fc_norms(params: Any, max_norm: float = 3.0) -> Any:
 
     Applied to the params after each update (Kim's code caps only this softmax matrix).
     """
-    per_column = jax.vmap(optax.projections.projection_l2_ball, in_axes=(1, None), out_axes=1)
     fc = dict(params["fc"])
-    fc["kernel"] = per_column(fc["kernel"], max_norm)
+    fc["kernel"] = ops.max_norm_columns(fc["kernel"], max_norm)
     return {**params, "fc": fc}
 
 

@@ -38,14 +38,13 @@ Evaluated densely, `fc6` ... `fc8` are maps (`fc8` the class score map before it
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import linen as nn
 
+from cnnjax import ops
 from cnnjax.layers import LRN, Conv, MaxPool, WindowDense, global_avg_pool, require_window
 from cnnjax.models.registry import register_model
 
@@ -113,14 +112,9 @@ def renormalize_filters(params: Any, max_rms: float = MAX_FILTER_RMS) -> Any:
     projection is optax's, run per filter. Dense kernels and biases pass through unchanged.
     """
 
-    def project(leaf: jax.Array) -> jax.Array:
-        if leaf.ndim != 4:
-            return leaf
-        radius = max_rms * math.sqrt(math.prod(leaf.shape[:-1]))
-        per_filter = jax.vmap(optax.projections.projection_l2_ball, in_axes=(-1, None), out_axes=-1)
-        return per_filter(leaf, radius)
-
-    return jax.tree.map(project, params)
+    return jax.tree.map(
+        lambda leaf: ops.cap_filter_rms(leaf, max_rms) if leaf.ndim == 4 else leaf, params
+    )
 
 
 @register_model("zfnet", input_shape=(224, 224, 3), num_classes=1000, paper=PAPER)

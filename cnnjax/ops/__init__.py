@@ -10,6 +10,7 @@ from cnnjax.ops.activations import (
     sigmoid,
     tanh,
 )
+from cnnjax.ops.constraints import cap_filter_rms, max_norm_columns
 from cnnjax.ops.conv import (
     FilterDoesNotFitError,
     conv2d,
@@ -26,8 +27,10 @@ __all__ = [
     "FilterDoesNotFitError",
     "apply_kernel",
     "avg_pool",
+    "cap_filter_rms",
     "conv2d",
     "conv_params",
+    "max_norm_columns",
     "convolve2d",
     "elu",
     "leaky_relu",

@@ -40,7 +40,8 @@ class TrainConfig:
     std: tuple[float, ...] = ()
     resize_size: int | None = None  # ImageNet-style eval: shorter side before the centre crop
     imported_from: str = ""  # set by cnnjax.weights: the published file these weights came from
-    # Optimisation (SGD with momentum, L2 as the papers did it).
+    # Optimisation (SGD with momentum, L2 as the papers did it; Adadelta for Kim 2014).
+    optimizer: str = "sgd"  # 'sgd' | 'adadelta' (rho 0.95, eps 1e-6: Kim's code)
     batch_size: int = 128  # global, over all devices of all processes
     epochs: float = 10.0
     max_steps: int | None = None  # stop after this many steps (overrides epochs when smaller)
@@ -67,6 +68,9 @@ class TrainConfig:
     warmup_lr: float = 0.0
     warmup_constant: bool = False  # He et al. ResNet-110: hold warmup_lr, then jump to lr
     label_smoothing: float = 0.0
+    # Constraints applied to the weights after every update (0 = off).
+    max_norm: float = 0.0  # l2 cap on each classifier output unit's weights (Kim 2014: 3)
+    filter_rms: float = 0.0  # cap on each conv filter's RMS (Zeiler & Fergus 2014: 0.1)
     aux_loss_weight: float = 0.3  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014, Sec. 5)
     dtype: str = "float32"  # compute dtype; params and optimizer state stay float32
     seed: int = 0

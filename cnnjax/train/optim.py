@@ -91,13 +91,23 @@ def decay_mask(params: Any, include_all: bool = False) -> Any:
     )
 
 
+# Kim 2014's Adadelta (his code's sgd_updates_adadelta defaults; Zeiler 2012's method).
+ADADELTA_RHO, ADADELTA_EPS = 0.95, 1e-6
+
+
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> Optimizer:
-    """SGD-momentum (Nesterov optional) with masked coupled/decoupled decay and the LR schedule."""
+    """SGD-momentum (Nesterov optional) or Adadelta, masked L2 decay, and the LR schedule."""
     schedule = make_schedule(config, steps_per_epoch)
     mask = lambda params: decay_mask(params, config.decay_all)  # noqa: E731
     momentum = config.momentum or None
     parts: list[optax.GradientTransformation] = []
-    if config.decay_mode == "coupled":
+    if config.optimizer == "adadelta":
+        if config.weight_decay:
+            parts.append(optax.add_decayed_weights(config.weight_decay, mask))
+        parts.append(optax.adadelta(schedule, rho=ADADELTA_RHO, eps=ADADELTA_EPS))
+    elif config.optimizer != "sgd":
+        raise ValueError(f"--optimizer must be 'sgd' or 'adadelta', got {config.optimizer!r}")
+    elif config.decay_mode == "coupled":
         if config.weight_decay:
             parts.append(optax.add_decayed_weights(config.weight_decay, mask))
         parts.append(optax.sgd(schedule, momentum=momentum, nesterov=config.nesterov))

@@ -44,6 +44,28 @@ def _alexnet_paper(dataset: str, model: str) -> dict[str, Any]:
     )
 
 
+def _zfnet_paper(dataset: str, model: str) -> dict[str, Any]:
+    # Zeiler & Fergus 2014, Sec. 3: AlexNet's SGD (batch 128, lr 0.01, momentum 0.9, annealed
+    # on a plateau), 70 epochs, and every conv filter whose RMS exceeds 0.1 renormalised to 0.1.
+    return {**_alexnet_paper(dataset, model), "epochs": 70, "filter_rms": 0.1}
+
+
+def _kim2014(dataset: str, model: str) -> dict[str, Any]:
+    # Kim 2014, Sec. 3.1 and his code (conv_net_sentence.py): Adadelta (rho 0.95, eps 1e-6; no
+    # learning rate of its own: 1.0), mini-batch 50, l2 max-norm 3 on the softmax weights after
+    # every update, no weight decay, 25 epochs; dropout 0.5 is the model's.
+    return dict(
+        optimizer="adadelta",
+        batch_size=50,
+        epochs=25,
+        lr=1.0,
+        momentum=0.0,
+        weight_decay=0.0,
+        lr_schedule="constant",
+        max_norm=3.0,
+    )
+
+
 def _vgg_paper(dataset: str, model: str) -> dict[str, Any]:
     # Simonyan & Zisserman 2015, Sec. 3.1: batch 256, momentum 0.9, wd 5e-4, lr 0.01 ÷10 on a
     # validation-accuracy plateau (three times), stopped after 370K iterations (74 epochs).
@@ -129,6 +151,8 @@ def _densenet_paper(dataset: str, model: str) -> dict[str, Any]:
 RECIPES: Mapping[str, Recipe] = {
     "lenet": _lenet,
     "alexnet_paper": _alexnet_paper,
+    "zfnet_paper": _zfnet_paper,
+    "kim2014": _kim2014,
     "vgg_paper": _vgg_paper,
     "googlenet_paper": _googlenet_paper,
     "resnet_paper": _resnet_paper,

@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cnnjax.train.config import TrainConfig
+from cnnjax.train.constraints import post_update_hook
 from cnnjax.train.optim import Optimizer, cross_entropy, plateau_scale
 
 Batch = dict[str, jax.Array]
@@ -133,9 +134,11 @@ def train_step(
     scale = plateau_scale(state.plateau_state)
     deltas, opt_state = optimizer.tx.update(grads, state.opt_state, state.params)
     deltas = jax.tree.map(lambda d: d * scale.astype(d.dtype), deltas)
+    params = optax.apply_updates(state.params, deltas)
+    constrain = post_update_hook(config)  # Kim's max-norm, ZF's filter RMS: after every update
     new_state = state.replace(
         step=state.step + 1,
-        params=optax.apply_updates(state.params, deltas),
+        params=params if constrain is None else constrain(params),
         model_state={**state.model_state, **updates},
         opt_state=opt_state,
     )

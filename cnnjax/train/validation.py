@@ -81,6 +81,8 @@ RANGES: dict[str, Range] = {
     "warmup_steps": Range(0, integer=True),
     "warmup_lr": Range(0),
     "label_smoothing": Range(0, 1, high_open=True),
+    "max_norm": Range(0),
+    "filter_rms": Range(0),
     "aux_loss_weight": Range(0),
     "seed": Range(0, 2**32, high_open=True, integer=True, high_text="2**32"),
     "eval_every_epochs": Range(0, low_open=True),
@@ -97,6 +99,7 @@ BOUNDARIES: dict[str, Range] = {
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("sgd", "adadelta"),
     "lr_scaling": ("none", "linear"),
     "decay_mode": ("coupled", "decoupled"),
     "lr_schedule": ("constant", "step", "plateau", "exponential", "cosine"),
