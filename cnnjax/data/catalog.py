@@ -10,10 +10,28 @@
 | imagenette    | imagenette/320px-v2  | 224 crop, 3  |      10 | train / validation   | no     |
 | fake          | (synthetic)          | any          |     any | train / test         | no     |
 
+Sentence classification (Kim 2014), pipeline 'text': batches hold right-padded token ids.
+
+| name         | tfds name               | sentences       | classes | train / eval       | manual |
+|--------------|-------------------------|-----------------|--------:|--------------------|--------|
+| mr           | cnnjax_rt_polarity (†)  | 10,662          |       2 | 10-fold CV         | yes    |
+| trec         | cnnjax_trec (†)         | 5,452 / 500     |       6 | train / test       | yes    |
+| sst2         | glue/sst2               | 67,349 / 872    |       2 | train / validation | no     |
+| imdb_reviews | imdb_reviews/plain_text | 25,000 / 25,000 |       2 | train / test       | no     |
+
+(†) cnnjax's own tfds builders (`cnnjax.data.text_builders`), named in `builder_module`.
+`mr` has no test split: it is prepared as one 'train' split and Kim's 10-fold cross-validation
+picks the folds at load time (`cv_folds`; the loader's `fold=`, split 'train' = the other nine
+folds, 'test' = that fold). `sst2` is GLUE's: its train split is the 67,349 phrases and
+sentences Kim also trained on, but GLUE hides the labels of the 1,821-sentence test set on which
+Kim reported SST-2 (Table 2), so the eval split is the 872-sentence validation (SST's dev) set
+and the numbers are not comparable to his. `imdb_reviews` is the larger modern set (Maas et al.
+2011), not in Kim's paper.
+
 `image_size` is the model input the dataset is used at by default: the native size for the
-small datasets, the crop size for the JPEG ones (whose images vary in size). `pipeline` picks
-the augmentation family in `cnnjax.data.loader`. This module imports nothing heavy, so the
-catalog can be read without tensorflow, grain or jax.
+small datasets, the crop size for the JPEG ones (whose images vary in size); 0 for text, whose
+length comes from the data. `pipeline` picks the augmentation family in `cnnjax.data.loader`.
+This module imports nothing heavy, so the catalog can be read without tensorflow, grain or jax.
 """
 
 from __future__ import annotations
@@ -51,7 +69,11 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 # ≈ sqrt(46² + 19²)/255 ≈ 0.2, so (0.5, 0.25) puts the normalised values in about [-1.5, 1.5].
 FAKE_MEAN, FAKE_STD = (0.5,), (0.25,)
 
-PIPELINES = ("mnist", "cifar", "imagenet", "fake")
+PIPELINES = ("mnist", "cifar", "imagenet", "fake", "text")
+# Sentence cleaning of the 'text' pipeline (cnnjax.data.text): Kim's clean_str (lowercased),
+# the same keeping case (Kim's TREC), or clean_str_sst for the pre-tokenized SST.
+CLEANERS = ("kim", "kim_cased", "sst")
+TEXT_BUILDERS = "cnnjax.data.text_builders"  # registers cnnjax's own tfds builders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +96,11 @@ class DatasetInfo:
     system_package: str = ""  # Debian/Ubuntu package that installs the files in offline_dirs
     resize_size: int | None = None  # eval: shorter side resized to this before the centre crop
     homepage: str = ""
+    # Text ('text' pipeline; image_size and channels are 0, mean and std empty):
+    clean: str = ""  # sentence cleaning, one of CLEANERS
+    cv_folds: int = 0  # > 0: no test split; k-fold cross-validation over train_split
+    text_feature: str = "text"  # the tfds feature that holds the sentence
+    builder_module: str = ""  # module to import first: it registers tfds_name's builder
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -165,6 +192,72 @@ DATASETS: dict[str, DatasetInfo] = {
             pipeline="imagenet",
             resize_size=256,
             homepage="https://github.com/fastai/imagenette",
+        ),
+        DatasetInfo(
+            name="mr",
+            tfds_name="cnnjax_rt_polarity",
+            image_size=0,
+            channels=0,
+            num_classes=2,
+            mean=(),
+            std=(),
+            train_split="train",
+            eval_split="test",  # the held-out fold
+            pipeline="text",
+            manual_download=True,
+            manual_files=("rt-polarity.pos", "rt-polarity.neg"),
+            homepage="https://www.cs.cornell.edu/people/pabo/movie-review-data/",
+            clean="kim",
+            cv_folds=10,
+            builder_module=TEXT_BUILDERS,
+        ),
+        DatasetInfo(
+            name="trec",
+            tfds_name="cnnjax_trec",
+            image_size=0,
+            channels=0,
+            num_classes=6,
+            mean=(),
+            std=(),
+            train_split="train",
+            eval_split="test",
+            pipeline="text",
+            manual_download=True,
+            manual_files=("train_5500.label", "TREC_10.label"),
+            homepage="https://cogcomp.seas.upenn.edu/Data/QA/QC/",
+            clean="kim_cased",
+            builder_module=TEXT_BUILDERS,
+        ),
+        DatasetInfo(
+            name="sst2",
+            # Phrases and sentences for training, as Kim; GLUE hides the test labels, so the
+            # eval split is the dev set (see the module docstring: not Kim's Table 2 protocol).
+            tfds_name="glue/sst2",
+            image_size=0,
+            channels=0,
+            num_classes=2,
+            mean=(),
+            std=(),
+            train_split="train",
+            eval_split="validation",
+            pipeline="text",
+            homepage="https://nlp.stanford.edu/sentiment/",
+            clean="sst",
+            text_feature="sentence",
+        ),
+        DatasetInfo(
+            name="imdb_reviews",
+            tfds_name="imdb_reviews/plain_text",
+            image_size=0,
+            channels=0,
+            num_classes=2,
+            mean=(),
+            std=(),
+            train_split="train",
+            eval_split="test",
+            pipeline="text",
+            homepage="https://ai.stanford.edu/~amaas/data/sentiment/",
+            clean="kim",
         ),
         DatasetInfo(
             name="fake",

@@ -14,6 +14,9 @@
   system folder such as Debian's /usr/share/datasets/fashion-mnist) they are verified against
   tfds's recorded sha256 and handed to the same tfds builder, so the result is byte-identical to
   a downloaded build; otherwise tfds downloads them.
+* MR and TREC (Kim 2014's sentence sets): their files must be in `--manual_dir`
+  (rt-polarity.pos/.neg; train_5500.label and TREC_10.label), read by cnnjax's own tfds
+  builders (`cnnjax.data.text_builders`). GLUE's SST-2 and IMDB are downloaded by tfds.
 * Any other downloadable dataset: tfds downloads it; with no internet, the original archives
   (the names tfds records) can be put in `--manual_dir` instead.
 * Before tfds downloads anything, one TCP connect (3 s at most) checks that the server, or the
@@ -141,10 +144,13 @@ def _check_network_first(builder: Any, info: DatasetInfo, data_dir: str) -> _Dow
 
 
 def _expected_files(builder: Any) -> list[offline.ExpectedFile]:
-    """The files the builder downloads, with the size and sha256 tfds has on record."""
+    """The files the builder downloads, with the size and sha256 tfds has on record.
+
+    (None recorded for cnnjax's own builders, which read manual files only.)
+    """
     return [
         offline.ExpectedFile(u.filename, int(u.size), u.checksum)
-        for u in builder.url_infos.values()
+        for u in (builder.url_infos or {}).values()
     ]
 
 
@@ -259,19 +265,18 @@ def prepare(
 
     Reuses an intact build that is already there and rebuilds a damaged one
     (`sources.find_build_damage`); `force` rebuilds in any case. `manual_dir` holds manually
-    downloaded archives (ImageNet's tars); `source_dir` holds local MNIST-family IDX files.
+    downloaded archives (ImageNet's tars, MR's and TREC's files); `source_dir` holds local
+    MNIST-family IDX files.
     `restart_markers`: store ImageNet-style JPEGs with restart markers; None = when jpegtran is
     installed, True = require it, False = never (see the module docstring). Returns None for
     `fake`, which needs no preparation.
     """
-    import tensorflow_datasets as tfds
-
     info = dataset_info(name)
     if info.tfds_name is None:
         logging.info("dataset %r is synthetic; nothing to prepare", name)
         return None
     data_dir = resolve_data_dir(data_dir)
-    builder = tfds.builder(info.tfds_name, data_dir=data_dir)
+    builder = sources.tfds_builder(info, data_dir)
     if builder.is_prepared():
         _check_array_record(builder, name)
     problem = sources.find_build_damage(builder)
@@ -295,7 +300,7 @@ def prepare(
 
     with _set_aside(os.fspath(builder.data_path)):
         # A new builder: the old one's info was read from the build being replaced.
-        builder = tfds.builder(info.tfds_name, data_dir=data_dir)
+        builder = sources.tfds_builder(info, data_dir)
         if markers:
             # An instance attribute, found before the class's method when tfds calls it.
             builder._generate_examples = _transcoding(
@@ -382,9 +387,7 @@ def _prepare_error(
 
 def _verify(info: DatasetInfo, data_dir: str) -> None:
     """Raise PrepareError unless the build just written passes the damage check."""
-    import tensorflow_datasets as tfds
-
-    fresh = tfds.builder(info.tfds_name, data_dir=data_dir)  # reads the written dataset_info
+    fresh = sources.tfds_builder(info, data_dir)  # reads the written dataset_info
     problem = sources.find_build_damage(fresh) if fresh.is_prepared() else "nothing was written"
     if problem is not None:
         raise PrepareError(f"{info.name} is still damaged after building it: {problem}")
@@ -446,7 +449,8 @@ def cli() -> None:
         "manual_dir",
         None,
         "folder with manually downloaded archives "
-        "(ImageNet: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar)",
+        "(ImageNet: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar; MR: rt-polarity.pos, "
+        "rt-polarity.neg; TREC: train_5500.label, TREC_10.label)",
     )
     flags.DEFINE_string("source_dir", None, "folder with local MNIST/Fashion-MNIST IDX .gz files")
     flags.DEFINE_enum(

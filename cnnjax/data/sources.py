@@ -4,6 +4,9 @@ A source is a sequence of example dicts `{'image': ..., 'label': int}` with `len
 `__getitem__`, which is what `grain.MapDataset.source` takes. tfds sources come from
 `tfds.data_source` over ArrayRecord files (no TensorFlow at read time) with the image left
 encoded, so decoding happens in our own augmentation code where corrupt files are caught.
+Text datasets give `{<text_feature>: bytes, 'label': int}` records; a cross-validated one
+(`DatasetInfo.cv_folds`) has a single prepared split, and `open_text_source` reads one fold of
+it ('test') or the other folds ('train') through `SubsetSource`.
 
 Opening a prepared split first checks its ArrayRecord shards (there, opening, with the record
 count dataset_info.json records) and read errors later name their file: a damaged dataset is
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnjax.data import text
 from cnnjax.data.catalog import DatasetInfo, dataset_info, resolve_data_dir
 
 
@@ -151,6 +155,17 @@ def _tfds():
     return importlib.import_module("tensorflow_datasets")
 
 
+def tfds_builder(info: DatasetInfo, data_dir: str) -> Any:
+    """tfds's builder of `info` in data_dir, importing first the module that registers it.
+
+    cnnjax's own builders (`DatasetInfo.builder_module`, e.g. MR and TREC) are registered with
+    tfds when their module is imported; builders shipped with tfds need nothing.
+    """
+    if info.builder_module:
+        importlib.import_module(info.builder_module)
+    return _tfds().builder(info.tfds_name, data_dir=data_dir)
+
+
 def half_written(builder: Any) -> bool:
     """Whether the builder's version folder has files but no dataset_info.json (not usable)."""
     path = os.fspath(builder.data_path)
@@ -162,7 +177,7 @@ def prepared_builder(info: DatasetInfo, data_dir: str | os.PathLike | None) -> A
     if info.tfds_name is None:
         raise ValueError(f"dataset {info.name!r} is synthetic; it has no tfds builder")
     data_dir = resolve_data_dir(data_dir)
-    builder = _tfds().builder(info.tfds_name, data_dir=data_dir)
+    builder = tfds_builder(info, data_dir)
     if not builder.is_prepared():
         if half_written(builder):
             raise damaged_error(info, data_dir, find_build_damage(builder) or "")
@@ -203,12 +218,13 @@ def open_tfds_source(
     shards = split_shards(builder, split)
     check_shards(info, data_dir, ((path, records) for path, records, _ in shards))
     tfds = _tfds()
+    images = info.pipeline != "text"
     source = tfds.data_source(
         info.tfds_name,
         split=split,
         data_dir=data_dir,
         download=False,
-        decoders={"image": tfds.decode.SkipDecoding()},
+        decoders={"image": tfds.decode.SkipDecoding()} if images else None,
     )
     paths, takes = [path for path, _, _ in shards], [take for _, _, take in shards]
     return CheckedSource(source, info, data_dir, paths, takes)
@@ -260,6 +276,94 @@ class CheckedSource:
             return list(read_many(keys))
         except Exception:
             return [self[k] for k in keys]  # one at a time, to name the failing record's file
+
+
+class SubsetSource:
+    """Examples `indices` of `source`, in that order (a cross-validation fold or the rest)."""
+
+    def __init__(self, source: Sequence[Any], indices: Sequence[int]):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.source[int(self.indices[index])]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        keys = [int(self.indices[i]) for i in indices]
+        read_many = getattr(self.source, "__getitems__", None)
+        return list(read_many(keys)) if read_many else [self.source[k] for k in keys]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """Which fold of a cross-validated text dataset a split reads (`DatasetInfo.cv_folds`).
+
+    Split 'train' (the catalog's train_split) is every fold but `fold`, the eval split
+    ('test') is fold `fold`; `seed` picks the assignment (`text.cv_folds`), so every run of
+    one cross-validation must use the same seed and num_folds.
+    """
+
+    fold: int
+    num_folds: int
+    seed: int = 0
+
+
+def resolve_fold(
+    info: DatasetInfo, split: str, fold: int | None, num_folds: int | None = None, seed: int = 0
+) -> Fold | None:
+    """The Fold that `split` of `info` reads, None for a dataset with its own test split.
+
+    A cross-validated dataset needs `fold` in 0..num_folds-1 and split 'train' or 'test';
+    `num_folds` defaults to the catalog's. Mistakes raise one-line ValueErrors.
+    """
+    if not info.cv_folds:
+        if fold is not None or num_folds is not None:
+            raise ValueError(
+                f"dataset {info.name!r} has a {info.eval_split!r} split and no folds; "
+                "leave fold and num_folds unset"
+            )
+        return None
+    num_folds = info.cv_folds if num_folds is None else num_folds
+    if isinstance(num_folds, bool) or not isinstance(num_folds, (int, np.integer)):
+        raise ValueError(f"num_folds must be an integer >= 2, got {num_folds!r}")
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be an integer >= 2, got {num_folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)):
+        raise ValueError(
+            f"dataset {info.name!r} has no test split: it is cross-validated; pass fold=0.."
+            f"{num_folds - 1} (split {info.train_split!r} = the other folds, "
+            f"{info.eval_split!r} = that fold)"
+        )
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
+    if split not in (info.train_split, info.eval_split):
+        raise UnknownSplitError(
+            f"dataset {info.name!r} has no split {split!r}; available with fold=: "
+            f"{info.train_split}, {info.eval_split}"
+        )
+    return Fold(int(fold), int(num_folds), int(seed))
+
+
+def fold_indices(info: DatasetInfo, split: str, total: int, fold: Fold) -> np.ndarray:
+    """Ascending indices of the prepared split that `split` reads: that fold, or the rest."""
+    train, test = text.fold_split(text.cv_folds(total, fold.num_folds, fold.seed), fold.fold)
+    return train if split == info.train_split else test
+
+
+def open_text_source(
+    info: DatasetInfo,
+    split: str,
+    data_dir: str | os.PathLike | None,
+    fold: Fold | None = None,
+) -> Sequence[dict[str, Any]]:
+    """A text split read into memory: the split, or for a cross-validated set a fold of it."""
+    if fold is None:
+        return InMemorySource(open_tfds_source(info, split, data_dir))
+    whole = InMemorySource(open_tfds_source(info, info.train_split, data_dir))
+    return SubsetSource(whole, fold_indices(info, split, len(whole), fold))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,17 +447,26 @@ def num_examples(
     data_dir: str | os.PathLike | None = None,
     *,
     fake: FakeSpec | None = None,
+    fold: int | None = None,
+    num_folds: int | None = None,
+    fold_seed: int = 0,
 ) -> int:
-    """Number of examples in a split (tfds slicing syntax allowed), e.g. for epoch lengths."""
+    """Number of examples in a split (tfds slicing syntax allowed), e.g. for epoch lengths.
+
+    fold / num_folds / fold_seed: the fold of a cross-validated text dataset (`resolve_fold`).
+    """
     info = dataset_info(name)
     if info.tfds_name is None:
         return (fake or FakeSpec()).num_examples(split)
+    chosen = resolve_fold(info, split, fold, num_folds, fold_seed)
+    tfds_split = split if chosen is None else info.train_split
     data_dir = resolve_data_dir(data_dir)
     builder = prepared_builder(info, data_dir)
-    check_split(builder, info, split)
-    shards = split_shards(builder, split)
+    check_split(builder, info, tfds_split)
+    shards = split_shards(builder, tfds_split)
     check_shards(info, data_dir, ((path, records) for path, records, _ in shards))
-    return int(builder.info.splits[split].num_examples)
+    total = int(builder.info.splits[tfds_split].num_examples)
+    return total if chosen is None else len(fold_indices(info, split, total, chosen))
 
 
 def steps_per_epoch(
@@ -365,12 +478,16 @@ def steps_per_epoch(
     data_dir: str | os.PathLike | None = None,
     process_count: int | None = None,
     fake: FakeSpec | None = None,
+    fold: int | None = None,
+    num_folds: int | None = None,
+    fold_seed: int = 0,
 ) -> int:
     """Batches each process yields per epoch for the per-process `batch_size`.
 
     Training: floor(N / (batch_size × processes)), the global-batch count (ImageNet at 256:
     1,281,167 // 256 = 5,004). Evaluation: ceil(ceil(N / processes) / batch_size), the padded
-    count every process yields so that all of them run the same number of steps.
+    count every process yields so that all of them run the same number of steps. fold /
+    num_folds / fold_seed: as in `num_examples`, for a cross-validated text dataset.
     """
     if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -378,7 +495,9 @@ def steps_per_epoch(
         import jax
 
         process_count = jax.process_count()
-    total = num_examples(name, split, data_dir, fake=fake)
+    total = num_examples(
+        name, split, data_dir, fake=fake, fold=fold, num_folds=num_folds, fold_seed=fold_seed
+    )
     if train:
         return total // (batch_size * process_count)
     per_process = -(-total // process_count)
