@@ -1,5 +1,8 @@
 """Datasets for cnnjax: a catalog by name, tfds preparation, and grain loaders.
 
+Images and Kim's sentence datasets alike; for text, `text_vocabulary` gives the training
+vocabulary a loader uses (save it with a run and pass it back as `make_loader(vocabulary=)`).
+
 `prepare` (which needs TensorFlow through tfds) is imported on first use, so
 `import cnnjax.data` and loading never import TensorFlow.
 """
@@ -25,6 +28,8 @@ from cnnjax.data.sources import (
     num_examples,
     steps_per_epoch,
 )
+from cnnjax.data.text import Vocabulary
+from cnnjax.data.vocabulary import text_max_length, text_vocabulary
 
 __all__ = [
     "DATASETS",
@@ -43,6 +48,9 @@ __all__ = [
     "num_examples",
     "prepare",
     "steps_per_epoch",
+    "text_max_length",
+    "text_vocabulary",
+    "Vocabulary",
 ]
 
 

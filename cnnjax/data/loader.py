@@ -16,6 +16,15 @@ Evaluation (`train=False`), process `k` reads examples k, k+n, ... in order, pad
 same number of batches on every process; `mask` is False for padding (and for undecodable
 images), so summing `metric * mask` scores every example exactly once.
 
+Text datasets (pipeline 'text': MR, TREC, SST-2, IMDB) run the same two paths; the map step
+cleans and tokenizes each record's sentence and yields `image` = int32 token ids (B, L),
+right-padded with 0, so the train and eval steps need no change (the key says input, not
+pixels). The vocabulary comes from the training sentences only (`cnnjax.data.vocabulary`; for
+a cross-validated set, the training folds), or is passed in (`vocabulary=`, e.g. the one saved
+with a run, on resume); L is the longest training sentence unless `max_length=` sets it, and
+longer sentences (eval ones too) are truncated to L. A cross-validated set (MR) needs `fold=`:
+split 'train' reads the other folds, 'test' that fold, assigned by `fold_seed`.
+
 `batch_size` is always the per-process batch; the global batch is batch_size × processes.
 The iterator state (`get_state`/`set_state`, or orbax via `grain.checkpoint.CheckpointSave`)
 restores the exact next batch. With `workers > 0` the batches are built in grain worker
@@ -34,16 +43,22 @@ import grain
 import numpy as np
 from absl import logging
 
+from cnnjax.data import text
 from cnnjax.data.batch_slots import SlotReader, SlotWriter
 from cnnjax.data.catalog import DatasetInfo, dataset_info
-from cnnjax.data.preprocess import SKIPPED, Preprocessor
+from cnnjax.data.preprocess import SKIPPED, Preprocessor, TextPreprocessor
 from cnnjax.data.sources import (
     FakeSource,
     FakeSpec,
+    Fold,
     InMemorySource,
     PaddedShard,
+    UnknownSplitError,
+    open_text_source,
     open_tfds_source,
+    resolve_fold,
 )
+from cnnjax.data.vocabulary import training_text
 
 
 class LoaderConfigError(ValueError):
@@ -201,6 +216,9 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class Loader(grain.DatasetIterator):
     """Iterator of dict batches: `image` (B, H, W, C), `label` int32 (B,), eval `mask` (B,).
 
+    For a text dataset `image` is int32 token ids (B, L), and `vocabulary` and `max_length`
+    (L) say how they were made (None for images): save them with a run.
+
     It reads the fixed-size batches grain builds and, for training, takes out the rows of
     undecodable images and refills the batch from the next ones, so every training batch
     holds `batch_size` real examples. `num_skipped` counts those images (each is logged).
@@ -218,12 +236,16 @@ class Loader(grain.DatasetIterator):
         batch_size: int,
         repack: bool,
         num_batches: int | None,
+        vocabulary: text.Vocabulary | None = None,
+        max_length: int | None = None,
     ):
         super().__init__(iterator)
         self.info = info
         self.split = split
         self.batch_size = batch_size
         self.num_batches = num_batches
+        self.vocabulary = vocabulary
+        self.max_length = max_length
         self.num_skipped = 0
         self._repack = repack
         self._leftover: dict[str, np.ndarray] | None = None  # rows not yet returned
@@ -359,6 +381,64 @@ def carry_over_state(
     return state, uncertain + remainder
 
 
+def _text_fold(
+    info: DatasetInfo, split: str, fold: int | None, num_folds: int | None, fold_seed: int
+) -> Fold | None:
+    """The fold `split` reads (None: the dataset has a test split); mistakes are config errors."""
+    if not 0 <= fold_seed < 2**32:
+        raise LoaderConfigError(f"fold_seed must be in [0, 2**32), got {fold_seed}")
+    try:
+        return resolve_fold(info, split, fold, num_folds, fold_seed)
+    except UnknownSplitError:
+        raise
+    except ValueError as e:
+        raise LoaderConfigError(str(e)) from None
+
+
+def _text_inputs(
+    info: DatasetInfo,
+    split: str,
+    data_dir: str | os.PathLike | None,
+    *,
+    vocabulary: text.Vocabulary | None,
+    max_length: int | None,
+    fold: Fold | None,
+) -> tuple[Any, TextPreprocessor]:
+    """The source of a text split and the preprocessor that turns it into padded token ids."""
+    if vocabulary is not None and not isinstance(vocabulary, text.Vocabulary):
+        raise LoaderConfigError(
+            f"vocabulary must be a cnnjax.data.text.Vocabulary, got {type(vocabulary).__name__}"
+        )
+    length = None if max_length is None else _positive_int("max_length", max_length)
+    source = open_text_source(info, split, data_dir, fold)
+    if vocabulary is None or length is None:
+        kept = training_text(
+            info.name,
+            data_dir,
+            fold=None if fold is None else fold.fold,
+            num_folds=None if fold is None else fold.num_folds,
+            seed=0 if fold is None else fold.seed,
+        )
+        vocabulary = kept.vocabulary if vocabulary is None else vocabulary
+        length = kept.max_length if length is None else length
+    preprocess = TextPreprocessor(vocabulary, length, info.clean, info.text_feature)
+    return source, preprocess
+
+
+def _check_text_arguments(info: DatasetInfo, images: dict[str, Any], texts: dict[str, Any]) -> None:
+    """Refuse image-only arguments for a text dataset and text-only ones for an image dataset."""
+    if info.pipeline == "text":
+        given = [name for name, value in images.items() if value]
+        kind = "image"
+    else:
+        given = [name for name, value in texts.items() if value is not None]
+        kind = "text"
+    if given:
+        raise LoaderConfigError(
+            f"{', '.join(given)} apply to {kind} datasets only, not {info.name!r}"
+        )
+
+
 def make_loader(
     name: str,
     split: str,
@@ -379,6 +459,11 @@ def make_loader(
     fake: FakeSpec | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    vocabulary: text.Vocabulary | None = None,
+    max_length: int | None = None,
+    fold: int | None = None,
+    num_folds: int | None = None,
+    fold_seed: int = 0,
 ) -> Loader:
     """Grain iterator of normalised batches of dataset `name`, split `split` (see module doc).
 
@@ -391,6 +476,13 @@ def make_loader(
     process, default one per available core (at most 16) in-process and 1 per worker.
     fake: shape of the synthetic `fake` dataset. mean / std: the per-channel normalisation on
     the [0, 1] scale (default: the dataset's statistics), e.g. that of imported weights.
+
+    Text datasets only (`image` is then int32 token ids (B, L); dtype does not apply):
+    vocabulary: the token ids (default: built from the training sentences). max_length: L
+    (default: the longest training sentence; longer sentences are truncated). fold /
+    num_folds / fold_seed: the held-out fold of a cross-validated set (MR; fold required),
+    the fold count (default the catalog's, 10) and the seed of the fold assignment, which
+    every fold's run must share (it is not `seed`, the shuffle seed).
     """
     info = dataset_info(name)
     batch_size = _positive_int("batch_size", batch_size)
@@ -405,31 +497,44 @@ def make_loader(
         raise LoaderConfigError(f"seed must be in [0, 2**32), got {seed}")
     if fake is not None and info.tfds_name is not None:
         raise LoaderConfigError(f"fake= only applies to the 'fake' dataset, not {name!r}")
-    size = _image_size(info, image_size)
-
-    spec = fake or FakeSpec()
-    channels = spec.channels if info.tfds_name is None else info.channels
-    preprocess = _preprocessor(
+    image_dtype = _image_dtype(dtype)
+    _check_text_arguments(
         info,
-        train=train,
-        image_size=size,
-        channels=channels,
-        dtype=_image_dtype(dtype),
-        ten_crop=ten_crop,
-        resize_size=resize_size,
-        lighting_sigma=lighting_sigma,
-        # Worker processes hand batches over through shared memory: send raw pixels (uint8,
-        # 4x smaller than float32) and normalise after the hand-over.
-        normalize=workers == 0,
-        mean=mean,
-        std=std,
+        dict(
+            image_size=image_size,
+            ten_crop=ten_crop,
+            resize_size=resize_size,
+            lighting_sigma=lighting_sigma,
+            mean=mean,
+            std=std,
+        ),
+        dict(vocabulary=vocabulary, max_length=max_length, fold=fold, num_folds=num_folds),
     )
-    if info.tfds_name is None:
-        source = FakeSource(split, image_size=size, spec=spec)
+    if info.pipeline == "text":
+        source, preprocess = _text_inputs(
+            info,
+            split,
+            data_dir,
+            vocabulary=vocabulary,
+            max_length=max_length,
+            fold=_text_fold(info, split, fold, num_folds, fold_seed),
+        )
     else:
-        source = open_tfds_source(info, split, data_dir)
-        if info.pipeline in ("mnist", "cifar"):  # small splits: read whole, decode per example
-            source = InMemorySource(source)
+        source, preprocess = _image_inputs(
+            info,
+            split,
+            data_dir,
+            train=train,
+            image_size=image_size,
+            dtype=image_dtype,
+            ten_crop=ten_crop,
+            resize_size=resize_size,
+            lighting_sigma=lighting_sigma,
+            fake=fake,
+            normalize=workers == 0,
+            mean=mean,
+            std=std,
+        )
     # Grain prefetches whole batches: one thread per batch in flight, and as many batches
     # buffered as threads (ImageNet at 256 × 224² float32 is 154 MB a batch). Worker processes
     # are the parallelism when workers > 0, so each runs one thread by default. In-process,
@@ -467,6 +572,7 @@ def make_loader(
         stream = stream.map(SlotWriter())
         stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(workers)))
         stream = stream.map(SlotReader()).map(preprocess.normalize_batch)
+    textual = isinstance(preprocess, TextPreprocessor)
     return Loader(
         iter(stream),
         info=info,
@@ -474,4 +580,50 @@ def make_loader(
         batch_size=batch_size,
         repack=train,
         num_batches=num_batches,
+        vocabulary=preprocess.vocabulary if textual else None,
+        max_length=preprocess.length if textual else None,
     )
+
+
+def _image_inputs(
+    info: DatasetInfo,
+    split: str,
+    data_dir: str | os.PathLike | None,
+    *,
+    train: bool,
+    image_size: int | None,
+    dtype: Any,
+    ten_crop: bool,
+    resize_size: int | None,
+    lighting_sigma: float,
+    fake: FakeSpec | None,
+    normalize: bool,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+) -> tuple[Any, Preprocessor]:
+    """The source of an image split and the preprocessor of its train or eval view."""
+    size = _image_size(info, image_size)
+    spec = fake or FakeSpec()
+    channels = spec.channels if info.tfds_name is None else info.channels
+    preprocess = _preprocessor(
+        info,
+        train=train,
+        image_size=size,
+        channels=channels,
+        dtype=dtype,
+        ten_crop=ten_crop,
+        resize_size=resize_size,
+        lighting_sigma=lighting_sigma,
+        # Worker processes hand batches over through shared memory: send raw pixels (uint8,
+        # 4x smaller than float32) and normalise after the hand-over.
+        normalize=normalize,
+        mean=mean,
+        std=std,
+    )
+    if info.tfds_name is None:
+        source = FakeSource(split, image_size=size, spec=spec)
+    else:
+        source = open_tfds_source(info, split, data_dir)
+        if info.pipeline in ("mnist", "cifar"):  # small splits: read whole, decode per example
+            source = InMemorySource(source)
+    return source, preprocess

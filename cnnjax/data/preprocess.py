@@ -7,12 +7,16 @@
 | imagenet | fused decode + random-resized crop + flip   | resize shorter side, centre crop   |
 |          | (+ optional AlexNet PCA lighting)           | (or 10 crops)                      |
 | fake     | as generated                                | as generated                       |
+| text     | clean, tokenize, ids right-padded to length | same (longer sentences truncated)  |
 
-then per-channel `(x / 255 - mean) / std` in the requested dtype. The image work itself is in
-`cnnjax.data.augment`; random choices use grain's per-example generator, so a view is a
-deterministic function of (seed, index). A record whose image cannot be decoded becomes a
-zero placeholder with `SKIPPED` = 1, never scored: the train loader takes it out of the batch
-and counts it, the eval loader masks it out and counts it.
+then, for images, per-channel `(x / 255 - mean) / std` in the requested dtype. Text examples
+(`TextPreprocessor`) keep the batch key 'image' for the model input, so the train and eval
+steps take them unchanged: it holds int32 token ids (`cnnjax.data.text`), 0 = padding.
+
+The image work itself is in `cnnjax.data.augment`; random choices use grain's per-example
+generator, so a view is a deterministic function of (seed, index). A record whose image cannot
+be decoded becomes a zero placeholder with `SKIPPED` = 1, never scored: the train loader takes
+it out of the batch and counts it, the eval loader masks it out and counts it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from cnnjax.data import augment
+from cnnjax.data import augment, text
+from cnnjax.data.catalog import CLEANERS
 
 SKIPPED = "_skipped"  # per-example 0/1: the record was undecodable and is not in the batch
 
@@ -128,3 +133,57 @@ class Preprocessor:
         example["mask"] = np.bool_(scored)
         example[SKIPPED] = np.int32(valid and not scored)
         return example
+
+
+def sentence_tokens(sentence: str | bytes, clean: str) -> list[str]:
+    """Tokens of a stored sentence (UTF-8 bytes from tfds, or str) after cleaning `clean`.
+
+    'kim': Kim's clean_str, lowercased; 'kim_cased': the same keeping case (his TREC);
+    'sst': clean_str_sst (SST is tokenized already).
+    """
+    if clean not in CLEANERS:
+        raise ValueError(f"clean must be one of {', '.join(CLEANERS)}, got {clean!r}")
+    if isinstance(sentence, bytes):
+        sentence = sentence.decode("utf-8", errors="replace")
+    if clean == "sst":
+        return text.tokenize(sentence, sst=True)
+    return text.tokenize(sentence, lowercase=clean == "kim")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPreprocessor:
+    """Turns text records into right-padded int32 token ids under 'image'; picklable.
+
+    A sentence longer than `length` tokens keeps its first `length` (eval sentences longer
+    than the longest training one, or any when the length is set below it). Nothing is random
+    and nothing is skipped; the SKIPPED flag is there because the loader expects it.
+    """
+
+    vocabulary: text.Vocabulary
+    length: int
+    clean: str  # one of CLEANERS
+    text_feature: str = "text"  # the record key holding the sentence
+
+    def ids(self, record: dict[str, Any]) -> np.ndarray:
+        """(length,) int32 ids of the record's sentence, padded with PAD_ID (0) on the right."""
+        tokens = sentence_tokens(record[self.text_feature], self.clean)
+        return text.encode_padded([tokens], self.vocabulary, self.length)[0]
+
+    def train(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Training example (`rng` unused: text has no augmentation)."""
+        del rng
+        ids = self.ids(record)
+        return {"image": ids, "label": np.int32(record["label"]), SKIPPED: np.int32(0)}
+
+    def eval(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Eval example with `mask`; PaddedShard's padding items are all-PAD and masked out."""
+        valid = bool(item["valid"])
+        if valid:
+            ids, label = self.ids(item["record"]), np.int32(item["record"]["label"])
+        else:
+            ids, label = np.full(self.length, text.PAD_ID, np.int32), np.int32(0)
+        return {"image": ids, "label": label, "mask": np.bool_(valid), SKIPPED: np.int32(0)}
+
+    def normalize_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Token ids need no normalising (the worker hand-over calls this for images)."""
+        return batch
