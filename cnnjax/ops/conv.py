@@ -173,9 +173,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: Padding = 
     return out if keep_channel_axis else out[:, :, 0]
 
 
-def convolve2d(
-    x: jax.Array, kernel: jax.Array, stride: int = 1, padding: Padding = 0
-) -> jax.Array:
+def convolve2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: Padding = 0) -> jax.Array:
     """True 2-D convolution: `conv2d` with the kernel flipped in both spatial axes.
 
     Same shapes and arguments as `conv2d`. With an even kernel size and padding='same' the odd
