@@ -95,6 +95,16 @@ flags.DEFINE_list("std", None, "per-channel input std on the [0, 1] scale (with 
 flags.DEFINE_integer(
     "resize_size", None, "ImageNet-style eval: shorter side before the centre crop"
 )
+flags.DEFINE_enum(
+    "variant",
+    None,
+    ["rand", "static", "non-static", "multichannel"],
+    "text runs: Kim's CNN variant (default non-static with --word_vectors, else rand)",
+)
+flags.DEFINE_string(
+    "word_vectors", None, "text runs: word2vec .bin, GloVe or fastText text vectors file"
+)
+flags.DEFINE_integer("fold", None, "text sets without a test split: the CV fold (0-9) to test on")
 flags.DEFINE_enum("freeze", None, ["", "backbone"], "backbone: train only the classifier head")
 flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
 flags.DEFINE_boolean(

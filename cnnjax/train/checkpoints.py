@@ -559,6 +559,10 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
             f"checkpoint {step} in {checkpoint_dir(workdir)} is damaged ({problem}); {advice}"
         )
     config = read_config(workdir, step)
-    model = create_model(config.model, num_classes=config.num_classes)
+    from cnnjax.train.text_run import model_overrides, saved_text_inputs
+
+    text = saved_text_inputs(workdir)  # a text run's vocabulary size, width and variant
+    overrides = model_overrides(config, text) if text is not None else {}
+    model = create_model(config.model, num_classes=config.num_classes, **overrides)
     variables = {"params": state["params"], **state.get("model_state", {})}
     return model, variables, config

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 # Fields that identify a run: a workdir holding another value belongs to another run.
-IDENTITY_FIELDS = ("model", "dataset", "num_classes")
+IDENTITY_FIELDS = ("model", "dataset", "num_classes", "fold")
 # Fields a resumed run may change freely: how long it trains, and how, not what it computes.
 EXTENDABLE_FIELDS = ("epochs", "max_steps")
 OPERATIONAL_FIELDS = (
@@ -15,6 +15,7 @@ OPERATIONAL_FIELDS = (
     "data_dir",
     "workers",
     "init_from",
+    "word_vectors",
     "log_every_steps",
     "checkpoint_every_steps",
     "keep_checkpoints",
@@ -40,6 +41,11 @@ class TrainConfig:
     std: tuple[float, ...] = ()
     resize_size: int | None = None  # ImageNet-style eval: shorter side before the centre crop
     imported_from: str = ""  # set by cnnjax.weights: the published file these weights came from
+    # Text runs (Kim 2014): variant rand | static | non-static | multichannel ('' = non-static
+    # with --word_vectors, rand without), the pretrained vectors, the CV fold of test-less sets.
+    variant: str = ""
+    word_vectors: str | None = None
+    fold: int | None = None
     # Optimisation (SGD with momentum, L2 as the papers did it; Adadelta for Kim 2014).
     optimizer: str = "sgd"  # 'sgd' | 'adadelta' (rho 0.95, eps 1e-6: Kim's code)
     batch_size: int = 128  # global, over all devices of all processes

@@ -54,9 +54,34 @@ def preprocessing_args(config: TrainConfig) -> dict[str, Any]:
 
 
 def make_run_loader(
-    config: TrainConfig, split: str, *, train: bool, batch_size: int, image_size: int
+    config: TrainConfig,
+    split: str,
+    *,
+    train: bool,
+    batch_size: int,
+    image_size: int,
+    text: Any = None,
 ) -> cdata.Loader:
-    """The run's loader for `split`: dataset, data_dir, seed, workers, dtype, normalisation."""
+    """The run's loader for `split`: dataset, data_dir, seed, workers, dtype, normalisation.
+
+    `text` (a `text_run.TextInputs`): a text run's vocabulary and padded length.
+    """
+    if text is not None:
+        from cnnjax.train.text_run import FOLD_SEED
+
+        return cdata.make_loader(
+            config.dataset,
+            split,
+            batch_size=batch_size,
+            train=train,
+            data_dir=config.data_dir,
+            seed=config.seed,
+            workers=config.workers,
+            vocabulary=text.vocabulary,
+            max_length=text.max_length,
+            fold=config.fold,
+            fold_seed=FOLD_SEED,
+        )
     return cdata.make_loader(
         config.dataset,
         split,

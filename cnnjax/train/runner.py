@@ -44,6 +44,16 @@ from cnnjax.train.run_inputs import (
     resolve_image_size,
 )
 from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
+from cnnjax.train.text_run import (
+    DEFAULT_EMBED_DIM,
+    FOLD_SEED,
+    TEXT_FILE,
+    is_text,
+    load_vectors,
+    model_overrides,
+    text_inputs,
+    with_word_vectors,
+)
 from cnnjax.train.transfer import (
     adopt_source_normalization,
     describe_normalization,
@@ -161,9 +171,10 @@ def ensure_prepared(config: TrainConfig) -> None:
     info = cdata.dataset_info(config.dataset)
     if info.tfds_name is None:
         return
+    folds = {"fold": config.fold, "fold_seed": FOLD_SEED} if config.fold is not None else {}
     try:  # both splits' files checked now: a damaged eval split would fail an epoch later
         for split in (info.train_split, info.eval_split):
-            cdata.num_examples(config.dataset, split, config.data_dir)
+            cdata.num_examples(config.dataset, split, config.data_dir, **folds)
         return
     except cdata.DatasetNotPreparedError:  # or damaged (a subclass): prepare rebuilds it
         if info.manual_download:
@@ -190,6 +201,7 @@ def evaluate(
     image_size: int,
     local_batch: int,
     stop: Callable[[], bool] = lambda: False,
+    text: Any = None,
 ) -> dict[str, float] | None:
     """top-1/top-5/loss over every example of the eval split (padded batches with a mask).
 
@@ -197,7 +209,12 @@ def evaluate(
     """
     info = cdata.dataset_info(config.dataset)
     loader = make_run_loader(
-        config, info.eval_split, train=False, batch_size=local_batch, image_size=image_size
+        config,
+        info.eval_split,
+        train=False,
+        batch_size=local_batch,
+        image_size=image_size,
+        text=text,
     )
     totals = None
     for batch in loader:
@@ -294,7 +311,10 @@ def _train(
     image_size = resolve_image_size(config, info)
     ensure_prepared(config)
     fake = fake_spec(config)
-    num_train = cdata.num_examples(config.dataset, info.train_split, config.data_dir, fake=fake)
+    folds = {"fold": config.fold, "fold_seed": FOLD_SEED} if config.fold is not None else {}
+    num_train = cdata.num_examples(
+        config.dataset, info.train_split, config.data_dir, fake=fake, **folds
+    )
     steps_per_epoch = num_train // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -304,17 +324,36 @@ def _train(
     num_steps = total_steps(config, steps_per_epoch)
     eval_every = max(round(config.eval_every_epochs * steps_per_epoch), 1)
 
+    text, vectors = None, None
+    if is_text(config):
+        text = text_inputs(config, DEFAULT_EMBED_DIM)
+        if config.word_vectors and not saved_steps(config.workdir):  # a fresh run
+            vectors = load_vectors(config, text.vocabulary)
+            text = dataclasses.replace(text, embed_dim=vectors.dim)
     model = create_model(
-        config.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype)
+        config.model,
+        num_classes=config.num_classes,
+        dtype=jnp.dtype(config.dtype),
+        **(model_overrides(config, text) if text else {}),
     )
     optimizer = make_optimizer(config, steps_per_epoch)
     steps = Steps(model, optimizer, config, mesh)
     train_iter = make_run_loader(
-        config, info.train_split, train=True, batch_size=local_batch, image_size=image_size
+        config,
+        info.train_split,
+        train=True,
+        batch_size=local_batch,
+        image_size=image_size,
+        text=text,
     )
-    channels = fake.channels if fake is not None else info.channels
-    example = np.zeros((local_batch, image_size, image_size, channels), np.float32)
+    if text is not None:
+        example = np.zeros((local_batch, text.max_length), np.int32)
+    else:
+        channels = fake.channels if fake is not None else info.channels
+        example = np.zeros((local_batch, image_size, image_size, channels), np.float32)
     state = steps.init(example)
+    if vectors is not None:
+        state = with_word_vectors(state, vectors.table)
 
     if config.init_from and not saved_steps(config.workdir):  # a fresh run: before any write
         state = init_from_run(state, config.init_from)
@@ -334,6 +373,8 @@ def _train(
     if is_main:
         Path(config.workdir).mkdir(parents=True, exist_ok=True)
         (Path(config.workdir) / "config.json").write_text(config.to_json())
+        if text is not None:
+            (Path(config.workdir) / TEXT_FILE).write_text(text.to_json())
     logger = RunLogger(config.workdir, enabled=is_main)
     lr = base_learning_rate(config)
     logging.info(
@@ -401,6 +442,7 @@ def _train(
                         image_size,
                         eval_batch,
                         stop=preemption.between_eval_batches,
+                        text=text,
                     )
                     if evaluated is None:  # a notice came during the evaluation: save and stop
                         save(step)

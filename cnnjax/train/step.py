@@ -92,9 +92,12 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def predict_probabilities(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
-    """float32 softmax probabilities (B, classes); (B, crops, H, W, C) images average the crops."""
+    """float32 softmax probabilities (B, classes); (B, crops, H, W, C) images average the crops.
+
+    Images (B, H, W, C) and token ids (B, L) are scored as they are.
+    """
     crops = images.shape[1] if images.ndim == 5 else 1
-    flat = images.reshape((-1, *images.shape[-3:]))
+    flat = images.reshape((-1, *images.shape[2:])) if images.ndim == 5 else images  # or ids
     logits = model.apply(variables, flat, train=False).astype(jnp.float32)
     return jax.nn.softmax(logits, axis=-1).reshape(images.shape[0], crops, -1).mean(axis=1)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from cnnjax.data.catalog import DatasetInfo, dataset_info
 from cnnjax.train.config import TrainConfig
+from cnnjax.train.text_run import check_text_config
 
 MAX_IMAGE_SIZE = 4096  # 12× the largest classic CNN input (331); beyond it is a typo
 GiB = 2**30
@@ -90,6 +91,7 @@ RANGES: dict[str, Range] = {
     "keep_checkpoints": Range(1, integer=True),
     "log_every_steps": Range(1, integer=True),
     "workers": Range(0, integer=True),
+    "fold": Range(0, integer=True),  # (the upper bound is the dataset's: check_text_config)
 }
 
 # Step-schedule boundaries: each element in this range, strictly increasing.
@@ -336,6 +338,8 @@ def validate_config(config: TrainConfig, *, processes: int | None = None) -> Non
         **_choice_problems(config),
         **_normalization_problems(config, info),
     }
+    if text_problem := check_text_config(config):
+        problems["variant"] = text_problem
     count = max(processes if processes is not None else processes_from_environment(), 1)
     sizes_valid = not any(n in problems for n in ("batch_size", "workers", "dtype"))
     fit = _footprint(config, info, count) if sizes_valid else None

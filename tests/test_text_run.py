@@ -1,0 +1,86 @@
+"""Kim's CNN trained end to end by the one runner: MR-format data, the kim2014 recipe, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnnjax.checkpoint
+from cnnjax import data
+from cnnjax.data.text import write_rt_polarity
+
+REPO = Path(__file__).resolve().parent.parent
+POSITIVE = ["superb", "moving", "delightful", "brilliant", "charming"]
+NEGATIVE = ["dull", "tedious", "clumsy", "boring", "awful"]
+FILLER = ["the", "film", "is", "a", "story", "with", "acting", "and", "plot", "scenes"]
+
+
+def _sentences(words: list[str], count: int, rng: np.random.Generator) -> list[str]:
+    """Sentences of 6-12 filler words with one cue word of the class at a random place."""
+    out = []
+    for _ in range(count):
+        tokens = list(rng.choice(FILLER, size=int(rng.integers(6, 13))))
+        tokens.insert(int(rng.integers(0, len(tokens) + 1)), str(rng.choice(words)))
+        out.append(" ".join(tokens) + " .")
+    return out
+
+
+@pytest.fixture(scope="module")
+def mr_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mr")
+    rng = np.random.default_rng(0)
+    write_rt_polarity(
+        root / "manual", _sentences(POSITIVE, 150, rng), _sentences(NEGATIVE, 150, rng)
+    )
+    data.prepare("mr", data_dir=root / "data", manual_dir=root / "manual")
+    return root / "data"
+
+
+def _run(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.mr", *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _evals(workdir: Path) -> list[dict]:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == "eval"]
+
+
+@pytest.mark.slow
+def test_kim_cnn_learns_a_synthetic_sentence_task_with_max_norm(mr_data, tmp_path):
+    workdir = tmp_path / "run"
+    run = _run("--fold=3", "--epochs=6", f"--data_dir={mr_data}", f"--workdir={workdir}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert (config["optimizer"], config["batch_size"], config["max_norm"]) == ("adadelta", 50, 3.0)
+    assert _evals(workdir)[-1]["top1"] >= 0.95  # the held-out fold 3: 30 sentences
+    model, variables, _ = cnnjax.checkpoint.load(workdir)
+    kernel = np.asarray(variables["params"]["fc"]["kernel"])
+    assert np.linalg.norm(kernel, axis=0).max() <= 3.0 * (1 + 1e-6)
+    text = json.loads((workdir / "text.json").read_text())
+    assert variables["params"]["embedding"].shape == (len(text["vocabulary"]["tokens"]) + 2, 300)
+    ids = np.zeros((2, text["max_length"]), np.int32)
+    assert model.apply(variables, ids, train=False).shape == (2, 2)
+
+
+def test_text_flags_are_checked_in_one_line(mr_data, tmp_path):
+    cases = [
+        ((), "mr has no test split: pass --fold=0 ... 9"),
+        (("--fold=0", "--model=resnet18"), "--model=resnet18 takes images, but mr is a text"),
+        (("--fold=0", "--variant=static"), "--variant=static starts from pretrained vectors"),
+        (("--fold=10",), "--fold=10 is out of range"),
+    ]
+    for flags, message in cases:
+        run = _run(*flags, f"--data_dir={mr_data}", f"--workdir={tmp_path / 'w'}")
+        assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr and not (tmp_path / "w").exists()
