@@ -105,6 +105,9 @@ flags.DEFINE_string(
     "word_vectors", None, "text runs: word2vec .bin, GloVe or fastText text vectors file"
 )
 flags.DEFINE_integer("fold", None, "text sets without a test split: the CV fold (0-9) to test on")
+flags.DEFINE_boolean(
+    "cv", False, "text sets without a test split: train every fold, report mean ± std top-1"
+)
 flags.DEFINE_enum("freeze", None, ["", "backbone"], "backbone: train only the classifier head")
 flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
 flags.DEFINE_boolean(
@@ -180,6 +183,11 @@ def run(dataset: str, default_model: str) -> None:
 
         config = config_from_flags(dataset, default_model)
         model_spec(config.model)  # unknown model: one line with the list
+        if FLAGS.cv:
+            from cnnjax.train.cross_validation import run_folds
+
+            print(run_folds(config, allow_config_change=FLAGS.allow_config_change).summary())
+            return
         try:
             result = train_and_evaluate(config, allow_config_change=FLAGS.allow_config_change)
         except jax.errors.JaxRuntimeError as e:

@@ -1,4 +1,4 @@
-"""Kim's text CNN on imdb_reviews: python -m experiments.imdb_reviews --model=textcnn [--variant=... --word_vectors=PATH]."""
+"""Kim's CNN on IMDB reviews: python -m experiments.imdb_reviews [--variant=...]."""
 
 from experiments import common
 

@@ -1,4 +1,4 @@
-"""Kim's text CNN on mr: python -m experiments.mr --model=textcnn [--variant=... --word_vectors=PATH]."""
+"""Kim's CNN on MR (10-fold CV): python -m experiments.mr --fold=K | --cv [--variant=...]."""
 
 from experiments import common
 

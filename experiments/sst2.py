@@ -1,4 +1,4 @@
-"""Kim's text CNN on sst2: python -m experiments.sst2 --model=textcnn [--variant=... --word_vectors=PATH]."""
+"""Kim's CNN on SST-2 (GLUE's): python -m experiments.sst2 [--variant=... --word_vectors=PATH]."""
 
 from experiments import common
 

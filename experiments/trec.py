@@ -1,4 +1,4 @@
-"""Kim's text CNN on trec: python -m experiments.trec --model=textcnn [--variant=... --word_vectors=PATH]."""
+"""Kim's CNN on TREC question types: python -m experiments.trec [--variant=...]."""
 
 from experiments import common
 

@@ -84,3 +84,24 @@ def test_text_flags_are_checked_in_one_line(mr_data, tmp_path):
         run = _run(*flags, f"--data_dir={mr_data}", f"--workdir={tmp_path / 'w'}")
         assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
         assert "Traceback" not in run.stderr and not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_cv_runs_every_fold_and_reports_mean_and_std(mr_data, tmp_path):
+    import statistics
+
+    from cnnjax.data.text import cv_folds
+
+    run = _run("--cv", "--epochs=2", f"--data_dir={mr_data}", f"--workdir={tmp_path / 'cv'}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    finals = [_evals(tmp_path / "cv" / f"fold_{k}")[-1] for k in range(10)]
+    assert report["folds"] == [f["top1"] for f in finals]
+    assert report["mean"] == pytest.approx(statistics.fmean(report["folds"]))
+    assert report["std"] == pytest.approx(statistics.stdev(report["folds"]))
+    # Each fold was tested on its own held-out tenth: together, every sentence exactly once.
+    assert sum(f["examples"] for f in finals) == 300
+    assert sorted(np.bincount(cv_folds(300))) == [30] * 10
+    assert "10-fold CV: top-1" in run.stdout
+    again = _run("--cv", "--fold=2", f"--data_dir={mr_data}", f"--workdir={tmp_path / 'x'}")
+    assert again.returncode == 2 and "--cv runs every fold: drop --fold" in again.stderr
