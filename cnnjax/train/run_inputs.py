@@ -67,7 +67,7 @@ def make_run_loader(
     `text` (a `text_run.TextInputs`): a text run's vocabulary and padded length.
     """
     if text is not None:
-        from cnnjax.train.text_run import FOLD_SEED
+        from cnnjax.train.text_run import fold_args
 
         return cdata.make_loader(
             config.dataset,
@@ -79,8 +79,7 @@ def make_run_loader(
             workers=config.workers,
             vocabulary=text.vocabulary,
             max_length=text.max_length,
-            fold=config.fold,
-            fold_seed=FOLD_SEED,
+            **fold_args(config),
         )
     return cdata.make_loader(
         config.dataset,

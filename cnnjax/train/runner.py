@@ -46,8 +46,8 @@ from cnnjax.train.run_inputs import (
 from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
 from cnnjax.train.text_run import (
     DEFAULT_EMBED_DIM,
-    FOLD_SEED,
     TEXT_FILE,
+    fold_args,
     is_text,
     load_vectors,
     model_overrides,
@@ -171,10 +171,9 @@ def ensure_prepared(config: TrainConfig) -> None:
     info = cdata.dataset_info(config.dataset)
     if info.tfds_name is None:
         return
-    folds = {"fold": config.fold, "fold_seed": FOLD_SEED} if config.fold is not None else {}
     try:  # both splits' files checked now: a damaged eval split would fail an epoch later
         for split in (info.train_split, info.eval_split):
-            cdata.num_examples(config.dataset, split, config.data_dir, **folds)
+            cdata.num_examples(config.dataset, split, config.data_dir, **fold_args(config))
         return
     except cdata.DatasetNotPreparedError:  # or damaged (a subclass): prepare rebuilds it
         if info.manual_download:
@@ -311,9 +310,8 @@ def _train(
     image_size = resolve_image_size(config, info)
     ensure_prepared(config)
     fake = fake_spec(config)
-    folds = {"fold": config.fold, "fold_seed": FOLD_SEED} if config.fold is not None else {}
     num_train = cdata.num_examples(
-        config.dataset, info.train_split, config.data_dir, fake=fake, **folds
+        config.dataset, info.train_split, config.data_dir, fake=fake, **fold_args(config)
     )
     steps_per_epoch = num_train // config.batch_size
     if steps_per_epoch == 0:
@@ -388,7 +386,8 @@ def _train(
         lr,
         " (linearly scaled)" if config.lr_scaling == "linear" else "",
     )
-    logging.info("%s", describe_normalization(config, *normalization(config, info)))
+    if text is None:
+        logging.info("%s", describe_normalization(config, *normalization(config, info)))
     best_top1 = _best_so_far(logger)
     final_eval = None
     pending: list[dict[str, jax.Array]] = []

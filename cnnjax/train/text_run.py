@@ -58,6 +58,11 @@ def is_text(config: TrainConfig) -> bool:
     return cdata.dataset_info(config.dataset).pipeline == "text"
 
 
+def fold_args(config: TrainConfig) -> dict[str, Any]:
+    """`num_examples` / loader arguments selecting the run's CV fold ({} without one)."""
+    return {"fold": config.fold, "fold_seed": FOLD_SEED} if config.fold is not None else {}
+
+
 def variant(config: TrainConfig) -> str:
     """Kim's variant: the flag, else non-static with word vectors and rand without."""
     return config.variant or ("non-static" if config.word_vectors else "rand")
@@ -119,10 +124,21 @@ def load_vectors(config: TrainConfig, vocabulary: Vocabulary) -> Any:
 
 
 def with_word_vectors(state: Any, table: np.ndarray) -> Any:
-    """The train state with `table` in every embedding copy the variant has (Kim's init)."""
+    """The train state with `table` in every embedding copy the variant has (Kim's init).
+
+    Each copy gets a buffer of its own, placed as the initial table was: the train step donates
+    the state, and one buffer in two slots (multichannel) cannot be donated twice.
+    """
+    import jax
+
     from cnnjax.models.textcnn import load_embeddings
 
-    variables = load_embeddings(state.variables, table)
+    initial = state.variables()
+    variables = jax.tree.map(
+        lambda new, old: new if new is old else jax.device_put(np.asarray(new), old.sharding),
+        load_embeddings(initial, table),
+        initial,
+    )
     model_state = {k: v for k, v in variables.items() if k != "params"}
     return state.replace(params=variables["params"], model_state=model_state)
 
