@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from cnnjax.errors import did_you_mean
 
@@ -101,6 +102,11 @@ class DatasetInfo:
     cv_folds: int = 0  # > 0: no test split; k-fold cross-validation over train_split
     text_feature: str = "text"  # the tfds feature that holds the sentence
     builder_module: str = ""  # module to import first: it registers tfds_name's builder
+
+
+def _text_set(**fields: Any) -> DatasetInfo:
+    """A text dataset's entry: no image side, channels or normalisation."""
+    return DatasetInfo(image_size=0, channels=0, mean=(), std=(), pipeline="text", **fields)
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -193,17 +199,12 @@ DATASETS: dict[str, DatasetInfo] = {
             resize_size=256,
             homepage="https://github.com/fastai/imagenette",
         ),
-        DatasetInfo(
+        _text_set(
             name="mr",
             tfds_name="cnnjax_rt_polarity",
-            image_size=0,
-            channels=0,
             num_classes=2,
-            mean=(),
-            std=(),
             train_split="train",
             eval_split="test",  # the held-out fold
-            pipeline="text",
             manual_download=True,
             manual_files=("rt-polarity.pos", "rt-polarity.neg"),
             homepage="https://www.cs.cornell.edu/people/pabo/movie-review-data/",
@@ -211,51 +212,36 @@ DATASETS: dict[str, DatasetInfo] = {
             cv_folds=10,
             builder_module=TEXT_BUILDERS,
         ),
-        DatasetInfo(
+        _text_set(
             name="trec",
             tfds_name="cnnjax_trec",
-            image_size=0,
-            channels=0,
             num_classes=6,
-            mean=(),
-            std=(),
             train_split="train",
             eval_split="test",
-            pipeline="text",
             manual_download=True,
             manual_files=("train_5500.label", "TREC_10.label"),
             homepage="https://cogcomp.seas.upenn.edu/Data/QA/QC/",
             clean="kim_cased",
             builder_module=TEXT_BUILDERS,
         ),
-        DatasetInfo(
+        _text_set(
             name="sst2",
             # Phrases and sentences for training, as Kim; GLUE hides the test labels, so the
             # eval split is the dev set (see the module docstring: not Kim's Table 2 protocol).
             tfds_name="glue/sst2",
-            image_size=0,
-            channels=0,
             num_classes=2,
-            mean=(),
-            std=(),
             train_split="train",
             eval_split="validation",
-            pipeline="text",
             homepage="https://nlp.stanford.edu/sentiment/",
             clean="sst",
             text_feature="sentence",
         ),
-        DatasetInfo(
+        _text_set(
             name="imdb_reviews",
             tfds_name="imdb_reviews/plain_text",
-            image_size=0,
-            channels=0,
             num_classes=2,
-            mean=(),
-            std=(),
             train_split="train",
             eval_split="test",
-            pipeline="text",
             homepage="https://ai.stanford.edu/~amaas/data/sentiment/",
             clean="kim",
         ),
