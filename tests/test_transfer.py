@@ -80,3 +80,18 @@ def test_init_from_a_different_architecture_fails_in_one_line(tmp_path):
     )
     assert other.returncode == 2
     assert "shares no parameter with this model" in other.stderr.strip().splitlines()[-1]
+
+
+def test_rgb_filters_are_summed_for_one_channel_inputs():
+    from cnnjax.train.transfer import _merge, rgb_to_gray_kernel
+
+    rgb = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
+    gray = rgb_to_gray_kernel(rgb, (2, 2, 1, 4))
+    np.testing.assert_array_equal(gray[..., 0, :], rgb[..., 0, :] + rgb[..., 1, :] + rgb[..., 2, :])
+    assert rgb_to_gray_kernel(rgb, (2, 2, 2, 4)) is None  # only RGB -> 1 channel
+    assert rgb_to_gray_kernel(rgb, (3, 3, 1, 4)) is None
+    fresh = {"conv1": {"kernel": jnp.zeros((2, 2, 1, 4))}, "fc": {"kernel": jnp.zeros((4, 7))}}
+    source = {"conv1": {"kernel": rgb}, "fc": {"kernel": np.ones((4, 10), np.float32)}}
+    merged, copied, kept = _merge(fresh, source, "params")
+    np.testing.assert_array_equal(np.asarray(merged["conv1"]["kernel"]), gray)
+    assert (copied, kept) == (["conv1/kernel"], ["fc/kernel"])

@@ -42,15 +42,37 @@ def freeze_labels(params: Any, num_classes: int) -> Any:
     return traverse_util.unflatten_dict(labels)
 
 
+def rgb_to_gray_kernel(kernel: Any, target_shape: tuple[int, ...]) -> Any | None:
+    """An RGB input conv kernel (kh, kw, 3, out) for 1-channel inputs: its three filters summed.
+
+    A grey image fed as R = G = B = x gives every filter the response of that sum, so the
+    pretrained filters see grey inputs as they saw grey RGB images. None for any other pair of
+    shapes.
+    """
+    shape = tuple(kernel.shape)
+    if len(shape) != 4 or shape[2] != 3 or tuple(target_shape) != (*shape[:2], 1, shape[3]):
+        return None
+    return np.asarray(kernel).sum(axis=2, keepdims=True)
+
+
 def _merge(fresh: Any, source: Any, kind: str) -> tuple[Any, list[str], list[str]]:
-    """Copy source leaves into `fresh` where path and shape agree; report what was (not) copied."""
+    """Copy source leaves into `fresh` where path and shape agree; report what was (not) copied.
+
+    An RGB input conv meeting 1-channel inputs (ImageNet weights on MNIST-style data) gets its
+    three input filters summed (`rgb_to_gray_kernel`) instead of a fresh initialisation.
+    """
     fresh_flat = traverse_util.flatten_dict(fresh)
     source_flat = traverse_util.flatten_dict(source)
     copied, kept = [], []
     merged = {}
     for path, leaf in fresh_flat.items():
         other = source_flat.get(path)
-        if other is not None and tuple(other.shape) == tuple(leaf.shape):
+        gray = rgb_to_gray_kernel(other, leaf.shape) if other is not None else None
+        if gray is not None:
+            merged[path] = jax.device_put(gray.astype(leaf.dtype), leaf.sharding)
+            copied.append("/".join(path))
+            logging.info("init_from: %s: RGB filters summed for 1-channel inputs", "/".join(path))
+        elif other is not None and tuple(other.shape) == tuple(leaf.shape):
             merged[path] = jax.device_put(np.asarray(other, dtype=leaf.dtype), leaf.sharding)
             copied.append("/".join(path))
         else:
