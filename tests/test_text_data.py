@@ -26,7 +26,7 @@ from cnnjax.data.preprocess import sentence_tokens
 from cnnjax.data.text_builders import TREC_CLASSES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TEXT_NAMES = ("mr", "trec", "sst2", "imdb_reviews")
+TEXT_NAMES = ("mr", "trec", "sst2", "imdb_reviews", "subj", "cr", "mpqa")
 # MR: every sentence has a word of its own ("uniqpos3"), so a fold's own words are known.
 POSITIVES = [f"a good movie , uniqpos{i} and fine{'!' * (i % 3)}" for i in range(23)]
 NEGATIVES = [f"the bad film uniqneg{i} , sadly" for i in range(20)] + ["caf\xe9 awful"]
@@ -464,3 +464,118 @@ def test_loading_text_never_imports_tensorflow(mr):
         cwd=ROOT,
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------------------------- Subj, CR, MPQA
+
+# name: (label-1 file, label-0 file, label names): two files of sentences, one per line.
+PAIR_SETS = {
+    "subj": ("quote.tok.gt9.5000", "plot.tok.gt9.5000", ["obj", "subj"]),
+    "cr": ("custrev.pos", "custrev.neg", ["neg", "pos"]),
+    "mpqa": ("mpqa.pos", "mpqa.neg", ["neg", "pos"]),
+}
+PAIR_ONES = [f"i love it , great{i} !" for i in range(12)] + [b"na\xefve charm"]
+PAIR_ZEROS = [f"it broke after day{i} , sadly" for i in range(10)]
+NUM_PAIR = len(PAIR_ONES) + len(PAIR_ZEROS)  # 23
+
+
+def _pair_text(sentence: str | bytes) -> str:
+    return sentence.decode("latin-1") if isinstance(sentence, bytes) else sentence
+
+
+@pytest.fixture(scope="module", params=sorted(PAIR_SETS))
+def pair_set(request, tmp_path_factory) -> tuple[str, pathlib.Path]:
+    """(name, data dir) of Subj, CR or MPQA prepared from a 23-sentence pair of files."""
+    name = request.param
+    positive, negative, _ = PAIR_SETS[name]
+    root = tmp_path_factory.mktemp(name)
+    (root / "manual").mkdir()
+    ones = b"".join((s if isinstance(s, bytes) else s.encode()) + b"\n" for s in PAIR_ONES)
+    (root / "manual" / positive).write_bytes(ones)
+    (root / "manual" / negative).write_bytes(b"\r\n".join(s.encode() for s in PAIR_ZEROS))
+    data.prepare(name, data_dir=root / "data", manual_dir=root / "manual")
+    return name, root / "data"
+
+
+def test_pair_sets_catalog_entries_and_builders(tmp_path):
+    for name, (positive, negative, labels) in PAIR_SETS.items():
+        info = dataset_info(name)
+        assert (info.cv_folds, info.clean, info.num_classes) == (10, "kim", 2)
+        assert info.manual_files == (positive, negative) and info.manual_download
+        assert (info.train_split, info.eval_split) == ("train", "test")
+        builder = sources.tfds_builder(info, str(tmp_path))
+        assert builder.info.features["label"].names == labels
+
+
+def test_pair_set_is_one_train_split_with_its_labels(pair_set):
+    name, data_dir = pair_set
+    builder = sources.prepared_builder(dataset_info(name), str(data_dir))
+    assert set(builder.info.splits) == {"train"}
+    assert builder.info.splits["train"].num_examples == NUM_PAIR
+    got = sorted((r["text"].decode(), int(r["label"])) for r in _records(name, "train", data_dir))
+    expected = [(_pair_text(s), 1) for s in PAIR_ONES] + [(s, 0) for s in PAIR_ZEROS]
+    assert got == sorted(expected)  # "\r\n" endings stripped, latin-1 decoded
+
+
+def test_pair_set_batches_are_int32_ids_with_their_labels(pair_set):
+    name, data_dir = pair_set
+    loader = data.make_loader(
+        name, "train", batch_size=4, train=True, data_dir=data_dir, fold=0, shard=(0, 1)
+    )
+    vocabulary, length = loader.vocabulary, loader.max_length
+    records = _records(name, "train", data_dir)
+    train = sources.fold_indices(dataset_info(name), "train", NUM_PAIR, sources.Fold(0, 10))
+    expected = {
+        _ids(name, records[i]["text"], vocabulary, length).tobytes(): int(records[i]["label"])
+        for i in train
+    }
+    assert "love" in vocabulary and "broke" in vocabulary and "na" in vocabulary
+    for batch in (next(loader) for _ in range(6)):  # past the first epoch (20 or 21 sentences)
+        assert batch["image"].dtype == np.int32 and batch["image"].shape == (4, length)
+        assert batch["label"].dtype == np.int32
+        for row, label in zip(batch["image"], batch["label"], strict=True):
+            assert expected[row.tobytes()] == label
+
+
+def test_pair_set_ten_folds_cover_the_data(pair_set):
+    name, data_dir = pair_set
+    info, seen = dataset_info(name), []
+    for fold in range(10):
+        chosen = sources.Fold(fold, 10)
+        test = sources.fold_indices(info, "test", NUM_PAIR, chosen)
+        train = sources.fold_indices(info, "train", NUM_PAIR, chosen)
+        assert sorted([*test, *train]) == list(range(NUM_PAIR))
+        assert len(test) in (2, 3)  # 23 over 10 folds
+        assert data.num_examples(name, "test", data_dir, fold=fold) == len(test)
+        seen.extend(test)
+    assert sorted(seen) == list(range(NUM_PAIR))
+    loader = data.make_loader(
+        name, "test", batch_size=4, train=False, data_dir=data_dir, fold=3, shard=(0, 1)
+    )
+    labels = [int(y) for b in loader for y, m in zip(b["label"], b["mask"], strict=True) if m]
+    records = _records(name, "train", data_dir)
+    test = sources.fold_indices(info, "test", NUM_PAIR, sources.Fold(3, 10))
+    assert labels == [int(records[i]["label"]) for i in test]
+
+
+@pytest.mark.parametrize("name", sorted(PAIR_SETS))
+def test_pair_set_missing_files_are_one_line_errors(name, tmp_path):
+    from cnnjax.data.prepare import ManualFilesMissingError
+    from cnnjax.data.text_builders import read_sentence_pair
+
+    positive, negative, _ = PAIR_SETS[name]
+    (tmp_path / "manual").mkdir()
+    (tmp_path / "manual" / positive).write_bytes(b"fine\n")
+    with pytest.raises(ManualFilesMissingError) as err:
+        data.prepare(name, data_dir=tmp_path / "data", manual_dir=tmp_path / "manual")
+    message = str(err.value)
+    assert "\n" not in message and f"missing: {negative}" in message
+    assert f"needs {positive} and {negative}" in message and "--manual_dir" in message
+    with pytest.raises(text.TextDataError) as err:
+        read_sentence_pair(tmp_path / "manual", positive, negative)
+    message = str(err.value)
+    assert "\n" not in message and f"{negative} not found" in message
+    assert f"--manual_dir must hold {positive} and {negative}" in message
+    with pytest.raises(data.DatasetNotPreparedError) as err:
+        data.make_loader(name, "train", batch_size=2, train=True, data_dir=tmp_path, fold=0)
+    assert "\n" not in str(err.value) and f"{positive} and {negative}" in str(err.value)

@@ -16,13 +16,22 @@ Sentence classification (Kim 2014), pipeline 'text': batches hold right-padded t
 |--------------|-------------------------|-----------------|--------:|--------------------|--------|
 | mr           | cnnjax_rt_polarity (†)  | 10,662          |       2 | 10-fold CV         | yes    |
 | trec         | cnnjax_trec (†)         | 5,452 / 500     |       6 | train / test       | yes    |
+| subj         | cnnjax_subj (†)         | 10,000          |       2 | 10-fold CV         | yes    |
+| cr           | cnnjax_cr (†)           | 3,775           |       2 | 10-fold CV         | yes    |
+| mpqa         | cnnjax_mpqa (†)         | 10,606          |       2 | 10-fold CV         | yes    |
 | sst2         | glue/sst2               | 67,349 / 872    |       2 | train / validation | no     |
 | imdb_reviews | imdb_reviews/plain_text | 25,000 / 25,000 |       2 | train / test       | no     |
 
 (†) cnnjax's own tfds builders (`cnnjax.data.text_builders`), named in `builder_module`.
-`mr` has no test split: it is prepared as one 'train' split and Kim's 10-fold cross-validation
-picks the folds at load time (`cv_folds`; the loader's `fold=`, split 'train' = the other nine
-folds, 'test' = that fold). `sst2` is GLUE's: its train split is the 67,349 phrases and
+`mr`, `subj`, `cr` and `mpqa` have no test split: each is prepared as one 'train' split and Kim's
+10-fold cross-validation picks the folds at load time (`cv_folds`; the loader's `fold=`, split
+'train' = the other nine folds, 'test' = that fold). Each is two files of sentences, one per
+line, in --manual_dir: `subj` Pang & Lee's (2004) subjectivity v1.0 (quote.tok.gt9.5000
+subjective = 1, plot.tok.gt9.5000 objective = 0; 5,000 each), `cr` Hu & Liu's (2004) customer
+reviews as split into sentences for sentence classification, e.g. by SentEval (custrev.pos = 1,
+custrev.neg = 0), `mpqa` the MPQA opinion polarity phrases (Wiebe et al. 2005) as in SentEval
+(mpqa.pos = 1, mpqa.neg = 0). Their sizes are the usual published ones (Kim's Table 1), not
+verified here (nothing is downloaded). `sst2` is GLUE's: its train split is the 67,349 phrases and
 sentences Kim also trained on, but GLUE hides the labels of the 1,821-sentence test set on which
 Kim reported SST-2 (Table 2), so the eval split is the 872-sentence validation (SST's dev) set
 and the numbers are not comparable to his. `imdb_reviews` is the larger modern set (Maas et al.
@@ -222,6 +231,45 @@ DATASETS: dict[str, DatasetInfo] = {
             manual_files=("train_5500.label", "TREC_10.label"),
             homepage="https://cogcomp.seas.upenn.edu/Data/QA/QC/",
             clean="kim_cased",
+            builder_module=TEXT_BUILDERS,
+        ),
+        _text_set(
+            name="subj",
+            tfds_name="cnnjax_subj",
+            num_classes=2,  # obj 0, subj 1
+            train_split="train",
+            eval_split="test",  # the held-out fold
+            manual_download=True,
+            manual_files=("quote.tok.gt9.5000", "plot.tok.gt9.5000"),
+            homepage="https://www.cs.cornell.edu/people/pabo/movie-review-data/",
+            clean="kim",
+            cv_folds=10,
+            builder_module=TEXT_BUILDERS,
+        ),
+        _text_set(
+            name="cr",
+            tfds_name="cnnjax_cr",
+            num_classes=2,
+            train_split="train",
+            eval_split="test",  # the held-out fold
+            manual_download=True,
+            manual_files=("custrev.pos", "custrev.neg"),
+            homepage="https://github.com/facebookresearch/SentEval",
+            clean="kim",
+            cv_folds=10,
+            builder_module=TEXT_BUILDERS,
+        ),
+        _text_set(
+            name="mpqa",
+            tfds_name="cnnjax_mpqa",
+            num_classes=2,
+            train_split="train",
+            eval_split="test",  # the held-out fold
+            manual_download=True,
+            manual_files=("mpqa.pos", "mpqa.neg"),
+            homepage="https://github.com/facebookresearch/SentEval",
+            clean="kim",
+            cv_folds=10,
             builder_module=TEXT_BUILDERS,
         ),
         _text_set(

@@ -1,4 +1,5 @@
-"""cnnjax's own tfds builders for Kim's (2014) manually downloaded sentence datasets: MR, TREC.
+"""cnnjax's own tfds builders for Kim's (2014) manually downloaded sentence datasets: MR,
+TREC, Subj, CR and MPQA.
 
 tfds ships no MR builder, and its `trec` builder downloads from cogcomp.org with recorded
 checksums and keeps the fine labels; these read the files from `--manual_dir` instead and store
@@ -9,9 +10,31 @@ at load time, `cnnjax.data.preprocess.sentence_tokens`).
 |---------------------|----------------------------------|----------------------------|----------|
 | cnnjax_rt_polarity  | rt-polarity.pos, rt-polarity.neg | train (10,662: all of MR)  | neg, pos |
 | cnnjax_trec         | train_5500.label, TREC_10.label  | train (5,452), test (500)  | 6 coarse |
+| cnnjax_subj         | quote.tok.gt9.5000 (subjective), | train (10,000: 5,000 each) | obj, subj|
+|                     | plot.tok.gt9.5000 (objective)    |                            |          |
+| cnnjax_cr           | custrev.pos, custrev.neg         | train (3,775)              | neg, pos |
+| cnnjax_mpqa         | mpqa.pos, mpqa.neg               | train (10,606)             | neg, pos |
 
-MR has no test split: it is stored whole and cross-validated at load time. Importing this
-module registers both builders with tfds (class definition does it); the catalog names it in
+MR, Subj, CR and MPQA are each two files of sentences, one per line (label 1 the first file,
+label 0 the second), read by one builder class, `SentencePairBuilder`; they have no test split:
+each is stored whole as 'train' and cross-validated at load time (10 folds, as Kim). Sources:
+
+* Subj: subjectivity dataset v1.0 (Pang & Lee 2004), rotten_imdb.tar.gz from
+  https://www.cs.cornell.edu/people/pabo/movie-review-data/ : 5,000 subjective snippets
+  (Rotten Tomatoes reviews, quote.tok.gt9.5000) and 5,000 objective ones (IMDb plot summaries,
+  plot.tok.gt9.5000).
+* CR: customer reviews of 5 products (Hu & Liu 2004), as distributed pre-split into positive
+  and negative sentences for sentence classification, e.g. SentEval's data/downstream/CR
+  (github.com/facebookresearch/SentEval): 3,775 sentences in all.
+* MPQA: the opinion polarity subtask of the MPQA corpus (Wiebe et al. 2005), as in SentEval's
+  data/downstream/MPQA: 10,606 phrases in all.
+
+The counts are the usual published ones (Kim 2014, Table 1; SentEval), not verified here: these
+builders download nothing. All the files are read as latin-1 (any byte decodes; Kim's
+cleaning keeps ASCII only), split on b"\n" alone.
+
+Importing this module registers the builders with tfds (class definition does it; the shared
+base class is not registered itself); the catalog names it in
 `DatasetInfo.builder_module` and `cnnjax.data.sources.tfds_builder` imports it before asking
 tfds for the builder, so `tfds.builder` and `tfds.data_source` find them by name. Importing it
 imports tensorflow_datasets but not TensorFlow.
@@ -47,6 +70,69 @@ TREC_CITATION = """@inproceedings{li2002learning,
   booktitle={COLING},
   year={2002}
 }"""
+
+
+SUBJ_SUBJECTIVE = "quote.tok.gt9.5000"  # label 1
+SUBJ_OBJECTIVE = "plot.tok.gt9.5000"  # label 0
+CR_POS, CR_NEG = "custrev.pos", "custrev.neg"
+MPQA_POS, MPQA_NEG = "mpqa.pos", "mpqa.neg"
+SENTENCE_ENCODING = "latin-1"  # of the one-sentence-a-line files (as text.RT_ENCODING)
+SUBJ_CITATION = """@inproceedings{pang2004sentimental,
+  title={A sentimental education: Sentiment analysis using subjectivity summarization based on
+         minimum cuts},
+  author={Pang, Bo and Lee, Lillian},
+  booktitle={ACL},
+  year={2004}
+}"""
+CR_CITATION = """@inproceedings{hu2004mining,
+  title={Mining and summarizing customer reviews},
+  author={Hu, Minqing and Liu, Bing},
+  booktitle={KDD},
+  year={2004}
+}"""
+MPQA_CITATION = """@article{wiebe2005annotating,
+  title={Annotating expressions of opinions and emotions in language},
+  author={Wiebe, Janyce and Wilson, Theresa and Cardie, Claire},
+  journal={Language Resources and Evaluation},
+  volume={39},
+  pages={165--210},
+  year={2005}
+}"""
+
+
+def _read_sentences(path: str, hint: str) -> list[str]:
+    """A file's lines, split on b"\\n" only, ASCII-stripped, latin-1 (as `text.read_rt_polarity`).
+
+    A missing, unreadable or blank file raises `TextDataError` naming it and `hint`.
+    """
+    try:
+        with open(path, "rb") as file:
+            lines = file.read().split(b"\n")
+    except FileNotFoundError:
+        raise text.TextDataError(f"{path} not found: {hint}") from None
+    except OSError as error:
+        raise text.TextDataError(f"{path} unreadable ({error.strerror}): {hint}") from None
+    if lines[-1] == b"":
+        lines.pop()  # the newline ending the last line
+    if not any(line.strip() for line in lines):
+        raise text.TextDataError(f"{path} is empty: {hint}")
+    return [line.strip(b" \t\r\n\x0b\x0c").decode(SENTENCE_ENCODING) for line in lines]
+
+
+def read_sentence_pair(
+    folder: str | os.PathLike, positive: str, negative: str, hint: str = ""
+) -> list[tuple[str, int]]:
+    """(raw sentence, label) per line: `positive`'s lines (label 1) first, then `negative`'s (0).
+
+    The two files are in `folder`, one sentence a line, read as `text.read_rt_polarity` reads
+    MR's (latin-1, split on b"\\n" alone, every line kept). `hint` ends the errors; by default
+    it names the two files and --manual_dir.
+    """
+    folder = os.fspath(folder)
+    hint = hint or f"--manual_dir must hold {positive} and {negative}"
+    positives = _read_sentences(os.path.join(folder, positive), hint)
+    negatives = _read_sentences(os.path.join(folder, negative), hint)
+    return [(line, 1) for line in positives] + [(line, 0) for line in negatives]
 
 
 def _trec_line(line: bytes, path: str, number: int) -> tuple[str, str]:
@@ -85,42 +171,127 @@ def read_trec(path: str | os.PathLike) -> list[tuple[str, str]]:
     return examples
 
 
-class RtPolarity(tfds.core.GeneratorBasedBuilder):
-    """MR (sentence polarity v1.0, Pang & Lee 2005): 5,331 positive and 5,331 negative snippets."""
+class SentencePairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Two files of sentences, one per line: the first labelled 1, the second 0.
 
-    name = "cnnjax_rt_polarity"
+    A subclass names its tfds `name`, the two files (`POSITIVE`, `NEGATIVE`), the label names
+    (`LABELS`, label 0 first), `DESCRIPTION`, `HOMEPAGE`, `CITATION` and
+    `MANUAL_DOWNLOAD_INSTRUCTIONS`. It is stored as one 'train' split (cross-validated at load
+    time); keys are line numbers over the first file then the second.
+    """
+
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "rt-polarity.pos/.neg as one 'train' split (cross-validated)."}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Download rt-polaritydata.tar.gz (sentence polarity dataset v1.0) from "
-        "https://www.cs.cornell.edu/people/pabo/movie-review-data/, extract it and pass the "
-        "folder holding rt-polarity.pos and rt-polarity.neg as --manual_dir."
-    )
+    POSITIVE = ""
+    NEGATIVE = ""
+    LABELS: tuple[str, str] = ("neg", "pos")
+    DESCRIPTION = ""
+    HOMEPAGE = ""
+    CITATION = ""
+
+    @classmethod
+    def hint(cls) -> str:
+        """What --manual_dir must hold, for error messages."""
+        return f"--manual_dir must hold {cls.POSITIVE} and {cls.NEGATIVE} (from {cls.HOMEPAGE})"
 
     def _info(self) -> tfds.core.DatasetInfo:
-        """Text and label (neg 0, pos 1); no test split, Kim cross-validates."""
+        """Text and label (`LABELS`); no test split, Kim cross-validates."""
         return tfds.core.DatasetInfo(
             builder=self,
-            description="Movie-review snippets labelled positive or negative (MR in Kim 2014).",
+            description=self.DESCRIPTION,
             features=tfds.features.FeaturesDict(
                 {
                     "text": tfds.features.Text(),
-                    "label": tfds.features.ClassLabel(names=["neg", "pos"]),
+                    "label": tfds.features.ClassLabel(names=list(self.LABELS)),
                 }
             ),
             supervised_keys=("text", "label"),
-            homepage="https://www.cs.cornell.edu/people/pabo/movie-review-data/",
-            citation=MR_CITATION,
+            homepage=self.HOMEPAGE,
+            citation=self.CITATION,
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         """One 'train' split with every sentence."""
         return {"train": self._generate_examples(os.fspath(dl_manager.manual_dir))}
 
+    def _read(self, folder: str) -> list[tuple[str, int]]:
+        """(raw sentence, label) for every line of the two files."""
+        return read_sentence_pair(folder, self.POSITIVE, self.NEGATIVE, self.hint())
+
     def _generate_examples(self, folder: str) -> Iterator[tuple[int, dict]]:
-        """(line number over .pos then .neg, example) for every sentence."""
-        for key, (sentence, label) in enumerate(text.read_rt_polarity(folder)):
+        """(line number over the first file then the second, example) for every sentence."""
+        for key, (sentence, label) in enumerate(self._read(folder)):
             yield key, {"text": sentence, "label": label}
+
+
+class RtPolarity(SentencePairBuilder):
+    """MR (sentence polarity v1.0, Pang & Lee 2005): 5,331 positive and 5,331 negative snippets."""
+
+    name = "cnnjax_rt_polarity"
+    RELEASE_NOTES = {"1.0.0": "rt-polarity.pos/.neg as one 'train' split (cross-validated)."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Download rt-polaritydata.tar.gz (sentence polarity dataset v1.0) from "
+        "https://www.cs.cornell.edu/people/pabo/movie-review-data/, extract it and pass the "
+        "folder holding rt-polarity.pos and rt-polarity.neg as --manual_dir."
+    )
+    POSITIVE, NEGATIVE = text.RT_POS, text.RT_NEG
+    DESCRIPTION = "Movie-review snippets labelled positive or negative (MR in Kim 2014)."
+    HOMEPAGE = "https://www.cs.cornell.edu/people/pabo/movie-review-data/"
+    CITATION = MR_CITATION
+
+    def _read(self, folder: str) -> list[tuple[str, int]]:
+        """`text.read_rt_polarity`: also finds the files in an `rt-polaritydata/` subfolder."""
+        return text.read_rt_polarity(folder)
+
+
+class Subj(SentencePairBuilder):
+    """Subj (subjectivity v1.0, Pang & Lee 2004): 5,000 subjective and 5,000 objective."""
+
+    name = "cnnjax_subj"
+    RELEASE_NOTES = {"1.0.0": "quote/plot.tok.gt9.5000 as one 'train' split (cross-validated)."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Download rotten_imdb.tar.gz (subjectivity dataset v1.0) from "
+        "https://www.cs.cornell.edu/people/pabo/movie-review-data/, extract it and pass the "
+        f"folder holding {SUBJ_SUBJECTIVE} and {SUBJ_OBJECTIVE} as --manual_dir."
+    )
+    POSITIVE, NEGATIVE = SUBJ_SUBJECTIVE, SUBJ_OBJECTIVE
+    LABELS = ("obj", "subj")
+    DESCRIPTION = (
+        "Review snippets (subjective) and plot-summary sentences (objective) (Subj in Kim 2014)."
+    )
+    HOMEPAGE = "https://www.cs.cornell.edu/people/pabo/movie-review-data/"
+    CITATION = SUBJ_CITATION
+
+
+class CustomerReviews(SentencePairBuilder):
+    """CR (Hu & Liu 2004 customer reviews, SentEval's split): 3,775 sentences."""
+
+    name = "cnnjax_cr"
+    RELEASE_NOTES = {"1.0.0": "custrev.pos/.neg as one 'train' split (cross-validated)."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        f"Get {CR_POS} and {CR_NEG} (Hu & Liu's customer reviews split into positive and "
+        "negative sentences, e.g. SentEval's data/downstream/CR from "
+        "https://github.com/facebookresearch/SentEval) and pass their folder as --manual_dir."
+    )
+    POSITIVE, NEGATIVE = CR_POS, CR_NEG
+    DESCRIPTION = "Product-review sentences labelled positive or negative (CR in Kim 2014)."
+    HOMEPAGE = "https://www.cs.uic.edu/~liub/FBS/sentiment-analysis.html"
+    CITATION = CR_CITATION
+
+
+class Mpqa(SentencePairBuilder):
+    """MPQA opinion polarity (Wiebe et al. 2005, SentEval's files): 10,606 phrases."""
+
+    name = "cnnjax_mpqa"
+    RELEASE_NOTES = {"1.0.0": "mpqa.pos/.neg as one 'train' split (cross-validated)."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        f"Get {MPQA_POS} and {MPQA_NEG} (the MPQA opinion polarity subtask, e.g. SentEval's "
+        "data/downstream/MPQA from https://github.com/facebookresearch/SentEval) and pass "
+        "their folder as --manual_dir."
+    )
+    POSITIVE, NEGATIVE = MPQA_POS, MPQA_NEG
+    DESCRIPTION = "Opinion phrases labelled positive or negative (MPQA in Kim 2014)."
+    HOMEPAGE = "https://mpqa.cs.pitt.edu/"
+    CITATION = MPQA_CITATION
 
 
 class Trec(tfds.core.GeneratorBasedBuilder):
