@@ -14,7 +14,7 @@
   system folder such as Debian's /usr/share/datasets/fashion-mnist) they are verified against
   tfds's recorded sha256 and handed to the same tfds builder, so the result is byte-identical to
   a downloaded build; otherwise tfds downloads them.
-* MR and TREC (Kim 2014's sentence sets): their files must be in `--manual_dir`
+* MR, TREC, Subj, CR and MPQA (Kim 2014's sentence sets): their files must be in `--manual_dir`
   (rt-polarity.pos/.neg; train_5500.label and TREC_10.label), read by cnnjax's own tfds
   builders (`cnnjax.data.text_builders`). GLUE's SST-2 and IMDB are downloaded by tfds.
 * Any other downloadable dataset: tfds downloads it; with no internet, the original archives
@@ -450,7 +450,8 @@ def cli() -> None:
         None,
         "folder with manually downloaded archives "
         "(ImageNet: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar; MR: rt-polarity.pos, "
-        "rt-polarity.neg; TREC: train_5500.label, TREC_10.label)",
+        "rt-polarity.neg; TREC: train_5500.label, TREC_10.label; Subj: quote.tok.gt9.5000, "
+        "plot.tok.gt9.5000; CR: custrev.pos, custrev.neg; MPQA: mpqa.pos, mpqa.neg)",
     )
     flags.DEFINE_string("source_dir", None, "folder with local MNIST/Fashion-MNIST IDX .gz files")
     flags.DEFINE_enum(

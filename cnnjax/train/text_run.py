@@ -143,6 +143,10 @@ def with_word_vectors(state: Any, table: np.ndarray) -> Any:
     return state.replace(params=variables["params"], model_state=model_state)
 
 
+def _text_datasets() -> list[str]:
+    return [name for name, info in cdata.DATASETS.items() if info.pipeline == "text"]
+
+
 def check_text_config(config: TrainConfig) -> str | None:
     """The problem with a run's text flags, in one line, or None."""
     from cnnjax.models import model_spec
@@ -157,7 +161,7 @@ def check_text_config(config: TrainConfig) -> str | None:
     if info.pipeline != "text" and text_model:
         return (
             f"--model={config.model} takes token ids, but {config.dataset} is an image dataset; "
-            "use a text dataset (mr, trec, sst2, imdb_reviews) or an image model"
+            f"use a text dataset ({', '.join(_text_datasets())}) or an image model"
         )
     if info.pipeline != "text":
         if config.variant or config.word_vectors or config.fold is not None:
