@@ -178,14 +178,6 @@ def _loss(model, variables, x, labels, key):
     return loss
 
 
-@pytest.fixture
-def fast_compile():
-    """XLA's cheap compile path: these tests compile many graphs and run each only twice."""
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", False)
-
-
 @pytest.mark.parametrize("name", sorted(RUNNABLE))
 def test_forward_backward_is_finite_and_deterministic(name, fast_compile):
     model = cnnjax.create_model(name, num_classes=5)
