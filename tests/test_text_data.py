@@ -22,8 +22,8 @@ import pytest
 import cnnjax.data as data
 from cnnjax.data import sources, text
 from cnnjax.data.catalog import dataset_info
+from cnnjax.data.prepare_text import TREC_CLASSES
 from cnnjax.data.preprocess import sentence_tokens
-from cnnjax.data.text_builders import TREC_CLASSES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEXT_NAMES = ("mr", "trec", "sst2", "imdb_reviews", "subj", "cr", "mpqa")
@@ -346,7 +346,7 @@ def test_missing_manual_files_are_one_line_naming_them_and_manual_dir(tmp_path):
 
 
 def test_malformed_trec_line_names_file_and_line(tmp_path):
-    from cnnjax.data.text_builders import read_trec
+    from cnnjax.data.prepare_text import read_trec
 
     path = tmp_path / "TREC_10.label"
     path.write_bytes(b"NUM:date When ?\nWHAT:x Why ?\n")
@@ -444,7 +444,7 @@ def test_imdb_reviews_from_its_tfds_builder(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------- hygiene
 
 
-def test_loading_text_never_imports_tensorflow(mr):
+def test_loading_text_never_imports_tensorflow_nor_the_builders(mr):
     code = textwrap.dedent(
         f"""
         import sys
@@ -452,7 +452,8 @@ def test_loading_text_never_imports_tensorflow(mr):
         loader = make_loader("mr", "train", batch_size=2, train=True, data_dir={str(mr)!r},
                              fold=0, shard=(0, 1))
         assert next(loader)["image"].dtype.name == "int32"
-        print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"
+                     or m == "cnnjax.data.prepare_text"))
         """
     )
     out = subprocess.run(
@@ -561,7 +562,7 @@ def test_pair_set_ten_folds_cover_the_data(pair_set):
 @pytest.mark.parametrize("name", sorted(PAIR_SETS))
 def test_pair_set_missing_files_are_one_line_errors(name, tmp_path):
     from cnnjax.data.prepare import ManualFilesMissingError
-    from cnnjax.data.text_builders import read_sentence_pair
+    from cnnjax.data.prepare_text import read_sentence_pair
 
     positive, negative, _ = PAIR_SETS[name]
     (tmp_path / "manual").mkdir()

@@ -22,7 +22,7 @@ Sentence classification (Kim 2014), pipeline 'text': batches hold right-padded t
 | sst2         | glue/sst2               | 67,349 / 872    |       2 | train / validation | no     |
 | imdb_reviews | imdb_reviews/plain_text | 25,000 / 25,000 |       2 | train / test       | no     |
 
-(†) cnnjax's own tfds builders (`cnnjax.data.text_builders`), named in `builder_module`.
+(†) cnnjax's own tfds builders (`cnnjax.data.prepare_text`), named in `builder_module`.
 `mr`, `subj`, `cr` and `mpqa` have no test split: each is prepared as one 'train' split and Kim's
 10-fold cross-validation picks the folds at load time (`cv_folds`; the loader's `fold=`, split
 'train' = the other nine folds, 'test' = that fold). Each is two files of sentences, one per
@@ -83,7 +83,7 @@ PIPELINES = ("mnist", "cifar", "imagenet", "fake", "text")
 # Sentence cleaning of the 'text' pipeline (cnnjax.data.text): Kim's clean_str (lowercased),
 # the same keeping case (Kim's TREC), or clean_str_sst for the pre-tokenized SST.
 CLEANERS = ("kim", "kim_cased", "sst")
-TEXT_BUILDERS = "cnnjax.data.text_builders"  # registers cnnjax's own tfds builders
+TEXT_BUILDERS = "cnnjax.data.prepare_text"  # registers cnnjax's own tfds builders
 
 
 @dataclasses.dataclass(frozen=True)

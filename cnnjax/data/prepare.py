@@ -16,7 +16,7 @@
   a downloaded build; otherwise tfds downloads them.
 * MR, TREC, Subj, CR and MPQA (Kim 2014's sentence sets): their files must be in `--manual_dir`
   (rt-polarity.pos/.neg; train_5500.label and TREC_10.label), read by cnnjax's own tfds
-  builders (`cnnjax.data.text_builders`). GLUE's SST-2 and IMDB are downloaded by tfds.
+  builders (`cnnjax.data.prepare_text`). GLUE's SST-2 and IMDB are downloaded by tfds.
 * Any other downloadable dataset: tfds downloads it; with no internet, the original archives
   (the names tfds records) can be put in `--manual_dir` instead.
 * Before tfds downloads anything, one TCP connect (3 s at most) checks that the server, or the
@@ -276,7 +276,7 @@ def prepare(
         logging.info("dataset %r is synthetic; nothing to prepare", name)
         return None
     data_dir = resolve_data_dir(data_dir)
-    builder = sources.tfds_builder(info, data_dir)
+    builder = sources.tfds_builder(info, data_dir, to_prepare=True)
     if builder.is_prepared():
         _check_array_record(builder, name)
     problem = sources.find_build_damage(builder)
@@ -300,7 +300,7 @@ def prepare(
 
     with _set_aside(os.fspath(builder.data_path)):
         # A new builder: the old one's info was read from the build being replaced.
-        builder = sources.tfds_builder(info, data_dir)
+        builder = sources.tfds_builder(info, data_dir, to_prepare=True)
         if markers:
             # An instance attribute, found before the class's method when tfds calls it.
             builder._generate_examples = _transcoding(
@@ -387,7 +387,7 @@ def _prepare_error(
 
 def _verify(info: DatasetInfo, data_dir: str) -> None:
     """Raise PrepareError unless the build just written passes the damage check."""
-    fresh = sources.tfds_builder(info, data_dir)  # reads the written dataset_info
+    fresh = sources.tfds_builder(info, data_dir, to_prepare=True)  # reads the written dataset_info
     problem = sources.find_build_damage(fresh) if fresh.is_prepared() else "nothing was written"
     if problem is not None:
         raise PrepareError(f"{info.name} is still damaged after building it: {problem}")

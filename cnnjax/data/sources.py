@@ -20,6 +20,7 @@ import dataclasses
 import importlib
 import itertools
 import os
+import re
 import shlex
 import threading
 from collections.abc import Iterable, Sequence
@@ -155,15 +156,38 @@ def _tfds():
     return importlib.import_module("tensorflow_datasets")
 
 
-def tfds_builder(info: DatasetInfo, data_dir: str) -> Any:
-    """tfds's builder of `info` in data_dir, importing first the module that registers it.
+def tfds_builder(info: DatasetInfo, data_dir: str, *, to_prepare: bool = False) -> Any:
+    """tfds's builder of `info` in data_dir.
 
-    cnnjax's own builders (`DatasetInfo.builder_module`, e.g. MR and TREC) are registered with
-    tfds when their module is imported; builders shipped with tfds need nothing.
+    cnnjax's own builders (`DatasetInfo.builder_module`: MR, TREC, ...) are preparation code,
+    registered with tfds when their module is imported. A dataset they have prepared is read
+    from its folder (tfds's read-only builder), so loading and training never import them;
+    only `to_prepare` (or a dataset not prepared yet, to say so) does.
     """
     if info.builder_module:
+        written = _version_dirs(info, data_dir)
+        if written and not to_prepare:
+            return _tfds().builder_from_directory(written[-1])
         importlib.import_module(info.builder_module)
     return _tfds().builder(info.tfds_name, data_dir=data_dir)
+
+
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+
+
+def _version_dirs(info: DatasetInfo, data_dir: str) -> list[str]:
+    """The prepared version folders (holding dataset_info.json) of a dataset, oldest first."""
+    root = os.path.join(os.fspath(data_dir), info.tfds_name)
+    if not os.path.isdir(root):
+        return []
+    versions = [
+        name
+        for name in os.listdir(root)
+        if _VERSION.fullmatch(name)
+        and os.path.isfile(os.path.join(root, name, "dataset_info.json"))
+    ]  # (not the `incomplete.*` or set-aside folders of a build in progress)
+    versions.sort(key=lambda name: tuple(int(part) for part in name.split(".")))
+    return [os.path.join(root, name) for name in versions]
 
 
 def half_written(builder: Any) -> bool:
