@@ -141,7 +141,7 @@ def test_mr_batches_are_int32_ids_right_padded_with_their_labels(mr):
     train = sources.fold_indices(dataset_info("mr"), "train", NUM_MR, sources.Fold(0, 10))
     records = _records("mr", "train", mr)
     tokens = [sentence_tokens(records[i]["text"], "kim") for i in train]
-    assert length == max(len(t) for t in tokens) == data.text_max_length("mr", mr, fold=0)
+    assert length == max(len(t) for t in tokens) == data.training_text("mr", mr, fold=0).max_length
     expected = {
         _ids("mr", records[i]["text"], vocabulary, length).tobytes(): int(records[i]["label"])
         for i in train
@@ -160,7 +160,7 @@ def test_mr_batches_are_int32_ids_right_padded_with_their_labels(mr):
 def test_vocabulary_comes_from_the_training_folds_only(mr):
     info, records = dataset_info("mr"), _records("mr", "train", mr)
     for fold in (0, 7):
-        vocabulary = data.text_vocabulary("mr", mr, fold=fold)
+        vocabulary = data.training_text("mr", mr, fold=fold).vocabulary
         train, test = text.fold_split(text.cv_folds(NUM_MR, 10, 0), fold)
         own = {w for i in test for w in records[i]["text"].decode().split() if "uniq" in w}
         assert own and not own & set(vocabulary.tokens)
@@ -201,7 +201,7 @@ def test_folds_follow_fold_seed_not_the_shuffle_seed(mr):
     b = _mr_loader(mr, "test", fold=2, seed=9)
     _batches_equal(next(a), next(b))
     other = _mr_loader(mr, "test", fold=2, fold_seed=1)
-    assert data.text_vocabulary("mr", mr, fold=2, seed=1) == other.vocabulary
+    assert data.training_text("mr", mr, fold=2, seed=1).vocabulary == other.vocabulary
     assert other.vocabulary != a.vocabulary  # other training folds, other words
 
 
@@ -303,7 +303,7 @@ def test_text_arguments_are_refused_for_images_and_folds_for_test_split_sets(tre
 def test_trec_keeps_case_and_maps_coarse_labels(trec):
     assert data.num_examples("trec", "train", trec) == 6
     assert data.num_examples("trec", "test", trec) == 2
-    vocabulary = data.text_vocabulary("trec", trec)
+    vocabulary = data.training_text("trec", trec).vocabulary
     assert {"When", "Ozzy", "NASA", "What"} <= set(vocabulary.tokens)
     assert "what" not in vocabulary and "nasa" not in vocabulary
     assert "sister" in vocabulary and "city" in vocabulary  # the stray byte is a separator

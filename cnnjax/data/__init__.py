@@ -1,7 +1,8 @@
 """Datasets for cnnjax: a catalog by name, tfds preparation, and grain loaders.
 
-Images and Kim's sentence datasets alike; for text, `text_vocabulary` gives the training
-vocabulary a loader uses (save it with a run and pass it back as `make_loader(vocabulary=)`).
+Images and Kim's sentence datasets alike; for text, `training_text` gives the training
+vocabulary and padded length a loader uses (save them with a run and pass them back as
+`make_loader(vocabulary=, max_length=)`).
 
 `prepare` (which needs TensorFlow through tfds) is imported on first use, so
 `import cnnjax.data` and loading never import TensorFlow.
@@ -29,7 +30,7 @@ from cnnjax.data.sources import (
     steps_per_epoch,
 )
 from cnnjax.data.text import Vocabulary
-from cnnjax.data.vocabulary import text_max_length, text_vocabulary
+from cnnjax.data.vocabulary import TrainingText, training_text
 
 __all__ = [
     "DATASETS",
@@ -48,8 +49,8 @@ __all__ = [
     "num_examples",
     "prepare",
     "steps_per_epoch",
-    "text_max_length",
-    "text_vocabulary",
+    "TrainingText",
+    "training_text",
     "Vocabulary",
 ]
 

@@ -1,12 +1,12 @@
 """A text dataset's vocabulary and padded length, from its TRAINING sentences only.
 
-`text_vocabulary(name, data_dir, fold=...)` reads the training split (for a cross-validated set
+`training_text(name, data_dir, fold=...)` reads the training split (for a cross-validated set
 such as MR, the training folds of `fold`), cleans each sentence as the catalog says
 (`DatasetInfo.clean`) and builds `cnnjax.data.text.Vocabulary` from the tokens: words seen only
-in the eval split or the held-out fold map to OOV (id 1). `text_max_length` is the token count
+in the eval split or the held-out fold map to OOV (id 1). Its `max_length` is the token count
 of the longest training sentence, the length the loader pads to by default (Kim's max_l).
 
-Both read and clean the whole training split once per process (a few seconds for IMDB's 25,000
+It reads and cleans the whole training split once per process (a few seconds for IMDB's 25,000
 reviews) and keep the result, keyed by the dataset's build, so a train and an eval loader made
 one after the other share it. Reading needs no TensorFlow.
 """
@@ -90,30 +90,3 @@ def training_text(
     chosen = sources.resolve_fold(info, info.train_split, fold, num_folds, seed)
     data_dir = resolve_data_dir(data_dir)
     return _summarise(name, data_dir, chosen, min_count, _build_stamp(info, data_dir))
-
-
-def text_vocabulary(
-    name: str,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    fold: int | None = None,
-    num_folds: int | None = None,
-    seed: int = 0,
-    min_count: int = 1,
-) -> text.Vocabulary:
-    """The vocabulary of the training sentences of `name` (see `training_text`)."""
-    return training_text(
-        name, data_dir, fold=fold, num_folds=num_folds, seed=seed, min_count=min_count
-    ).vocabulary
-
-
-def text_max_length(
-    name: str,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    fold: int | None = None,
-    num_folds: int | None = None,
-    seed: int = 0,
-) -> int:
-    """Tokens in the longest training sentence of `name` (or fold): the default padded length."""
-    return training_text(name, data_dir, fold=fold, num_folds=num_folds, seed=seed).max_length

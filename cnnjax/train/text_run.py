@@ -81,11 +81,11 @@ def saved_text_inputs(workdir: str | Path) -> TextInputs | None:
 
 def text_inputs(config: TrainConfig, embed_dim: int) -> TextInputs:
     """The run's text inputs from its training split; on resume, checked against the saved ones."""
-    args = {"fold": config.fold, "seed": FOLD_SEED}
-    vocabulary = cdata.text_vocabulary(config.dataset, config.data_dir, **args)
-    built = TextInputs(
-        vocabulary, cdata.text_max_length(config.dataset, config.data_dir, **args), embed_dim
+    training = cdata.training_text(
+        config.dataset, config.data_dir, fold=config.fold, seed=FOLD_SEED
     )
+    vocabulary = training.vocabulary
+    built = TextInputs(vocabulary, training.max_length, embed_dim)
     saved = saved_text_inputs(config.workdir)
     if saved is None:
         return built
