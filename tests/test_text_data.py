@@ -562,7 +562,7 @@ def test_pair_set_ten_folds_cover_the_data(pair_set):
 @pytest.mark.parametrize("name", sorted(PAIR_SETS))
 def test_pair_set_missing_files_are_one_line_errors(name, tmp_path):
     from cnnjax.data.prepare import ManualFilesMissingError
-    from cnnjax.data.prepare_text import read_sentence_pair
+    from cnnjax.data.text import read_sentence_pair
 
     positive, negative, _ = PAIR_SETS[name]
     (tmp_path / "manual").mkdir()

@@ -76,7 +76,6 @@ SUBJ_SUBJECTIVE = "quote.tok.gt9.5000"  # label 1
 SUBJ_OBJECTIVE = "plot.tok.gt9.5000"  # label 0
 CR_POS, CR_NEG = "custrev.pos", "custrev.neg"
 MPQA_POS, MPQA_NEG = "mpqa.pos", "mpqa.neg"
-SENTENCE_ENCODING = "latin-1"  # of the one-sentence-a-line files (as text.RT_ENCODING)
 SUBJ_CITATION = """@inproceedings{pang2004sentimental,
   title={A sentimental education: Sentiment analysis using subjectivity summarization based on
          minimum cuts},
@@ -98,41 +97,6 @@ MPQA_CITATION = """@article{wiebe2005annotating,
   pages={165--210},
   year={2005}
 }"""
-
-
-def _read_sentences(path: str, hint: str) -> list[str]:
-    """A file's lines, split on b"\\n" only, ASCII-stripped, latin-1 (as `text.read_rt_polarity`).
-
-    A missing, unreadable or blank file raises `TextDataError` naming it and `hint`.
-    """
-    try:
-        with open(path, "rb") as file:
-            lines = file.read().split(b"\n")
-    except FileNotFoundError:
-        raise text.TextDataError(f"{path} not found: {hint}") from None
-    except OSError as error:
-        raise text.TextDataError(f"{path} unreadable ({error.strerror}): {hint}") from None
-    if lines[-1] == b"":
-        lines.pop()  # the newline ending the last line
-    if not any(line.strip() for line in lines):
-        raise text.TextDataError(f"{path} is empty: {hint}")
-    return [line.strip(b" \t\r\n\x0b\x0c").decode(SENTENCE_ENCODING) for line in lines]
-
-
-def read_sentence_pair(
-    folder: str | os.PathLike, positive: str, negative: str, hint: str = ""
-) -> list[tuple[str, int]]:
-    """(raw sentence, label) per line: `positive`'s lines (label 1) first, then `negative`'s (0).
-
-    The two files are in `folder`, one sentence a line, read as `text.read_rt_polarity` reads
-    MR's (latin-1, split on b"\\n" alone, every line kept). `hint` ends the errors; by default
-    it names the two files and --manual_dir.
-    """
-    folder = os.fspath(folder)
-    hint = hint or f"--manual_dir must hold {positive} and {negative}"
-    positives = _read_sentences(os.path.join(folder, positive), hint)
-    negatives = _read_sentences(os.path.join(folder, negative), hint)
-    return [(line, 1) for line in positives] + [(line, 0) for line in negatives]
 
 
 def _trec_line(line: bytes, path: str, number: int) -> tuple[str, str]:
@@ -215,7 +179,7 @@ class SentencePairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def _read(self, folder: str) -> list[tuple[str, int]]:
         """(raw sentence, label) for every line of the two files."""
-        return read_sentence_pair(folder, self.POSITIVE, self.NEGATIVE, self.hint())
+        return text.read_sentence_pair(folder, self.POSITIVE, self.NEGATIVE, self.hint())
 
     def _generate_examples(self, folder: str) -> Iterator[tuple[int, dict]]:
         """(line number over the first file then the second, example) for every sentence."""

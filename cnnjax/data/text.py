@@ -285,34 +285,49 @@ def _rt_directory(directory: str | os.PathLike) -> str:
     return nested if not here and os.path.isfile(os.path.join(nested, RT_POS)) else str(directory)
 
 
-def _read_lines(path: str) -> list[str]:
-    """A file's lines, split on b"\\n" only, ASCII-stripped (as Kim's Python 2), latin-1."""
+def _read_lines(path: str, hint: str) -> list[str]:
+    """A file's lines, split on b"\\n" only, ASCII-stripped (as Kim's Python 2), latin-1.
+
+    A missing, unreadable or blank file raises `TextDataError` naming it and `hint`.
+    """
     try:
         with open(path, "rb") as file:
             data = file.read()
     except FileNotFoundError:
-        raise TextDataError(f"{path} not found: {RT_HINT}") from None
+        raise TextDataError(f"{path} not found: {hint}") from None
     except OSError as error:
-        raise TextDataError(f"{path} unreadable ({error.strerror}): {RT_HINT}") from None
+        raise TextDataError(f"{path} unreadable ({error.strerror}): {hint}") from None
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()  # the newline ending the last line
     if not any(line.strip() for line in lines):
-        raise TextDataError(f"{path} is empty: {RT_HINT}")
+        raise TextDataError(f"{path} is empty: {hint}")
     return [line.strip(b" \t\r\n\x0b\x0c").decode(RT_ENCODING) for line in lines]
+
+
+def read_sentence_pair(
+    folder: str | os.PathLike, positive: str, negative: str, hint: str = ""
+) -> list[tuple[str, int]]:
+    """(raw sentence, label) per line: `positive`'s lines (label 1) first, then `negative`'s (0).
+
+    One sentence a line, latin-1, split on "\\n" alone (str.splitlines would also split at
+    latin-1 byte 0x85), every line kept. `hint` ends the errors; by default it names the two
+    files and --manual_dir.
+    """
+    folder = os.fspath(folder)
+    hint = hint or f"--manual_dir must hold {positive} and {negative}"
+    positives = _read_lines(os.path.join(folder, positive), hint)
+    negatives = _read_lines(os.path.join(folder, negative), hint)
+    return [(line, 1) for line in positives] + [(line, 0) for line in negatives]
 
 
 def read_rt_polarity(directory: str | os.PathLike) -> list[tuple[str, int]]:
     """MR sentences as (raw text, label): rt-polarity.pos (label 1) first, then .neg (label 0).
 
-    Latin-1, one sentence per line, split on "\\n" alone (str.splitlines would also split at
-    latin-1 byte 0x85). `directory` may also be the folder holding the extracted
-    `rt-polaritydata/`. A missing or empty file raises `TextDataError`.
+    `directory` may also be the folder holding the extracted `rt-polaritydata/`. A missing or
+    empty file raises `TextDataError`.
     """
-    folder = _rt_directory(directory)
-    positives = _read_lines(os.path.join(folder, RT_POS))
-    negatives = _read_lines(os.path.join(folder, RT_NEG))
-    return [(text, 1) for text in positives] + [(text, 0) for text in negatives]
+    return read_sentence_pair(_rt_directory(directory), RT_POS, RT_NEG, RT_HINT)
 
 
 def _line_bytes(sentence: str | bytes) -> bytes:
