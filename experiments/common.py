@@ -108,6 +108,23 @@ flags.DEFINE_integer("fold", None, "text sets without a test split: the CV fold 
 flags.DEFINE_boolean(
     "cv", False, "text sets without a test split: train every fold, report mean ± std top-1"
 )
+flags.DEFINE_list("windows", None, "text CNN: region sizes, e.g. 3,4,5 (Kim)")
+flags.DEFINE_integer("feature_maps", None, "text CNN: feature maps per region size (Kim: 100)")
+flags.DEFINE_string(
+    "activation", None, "text CNN: relu (Kim), tanh, sigmoid, softplus, cube or iden"
+)
+flags.DEFINE_string("pooling", None, "text CNN: max (1-max, Kim), avg or kmax-K")
+flags.DEFINE_float("dropout", None, "text CNN: dropout rate before the classifier (Kim: 0.5)")
+flags.DEFINE_float(
+    "dev_fraction",
+    None,
+    "text runs: hold this fraction of train out as the dev set for early stopping (Kim: 0.1)",
+)
+flags.DEFINE_integer(
+    "early_stopping_patience",
+    None,
+    "stop after this many evaluations without a better dev top-1 (0: train on, keep the best)",
+)
 flags.DEFINE_enum("freeze", None, ["", "backbone"], "backbone: train only the classifier head")
 flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
 flags.DEFINE_boolean(
@@ -116,7 +133,13 @@ flags.DEFINE_boolean(
     "resume a workdir with settings other than its checkpoint's (refused otherwise)",
 )
 
-_LISTS_OF_NUMBERS = {"lr_decay_epochs": float, "lr_decay_steps": int, "mean": float, "std": float}
+_LISTS_OF_NUMBERS = {
+    "lr_decay_epochs": float,
+    "lr_decay_steps": int,
+    "mean": float,
+    "std": float,
+    "windows": int,
+}
 
 
 def default_recipe(dataset: str, model: str) -> str:

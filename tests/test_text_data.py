@@ -196,6 +196,40 @@ def test_ten_folds_are_disjoint_cover_mr_and_have_the_right_lengths(mr):
     assert data.steps_per_epoch("mr", "test", batch_size=2, train=False, **kwargs) == 2
 
 
+def _sentences_of(loader) -> list[tuple[int, ...]]:
+    """The (masked) id rows of one pass of an eval loader."""
+    rows = []
+    for batch in loader:
+        rows += [tuple(r) for r, m in zip(batch["image"], batch["mask"], strict=True) if m]
+    return rows
+
+
+def test_dev_holdout_splits_the_training_folds_and_leaves_the_test_fold(mr):
+    # fold 1's training folds: 39 or 40 sentences; 10% (rounded half up) are held out as dev.
+    train_count = data.num_examples("mr", "train", mr, fold=1)
+    dev_count = data.num_examples("mr", "dev", mr, fold=1, dev_fraction=0.1)
+    assert dev_count == int(train_count * 0.1 + 0.5)
+    assert data.num_examples("mr", "train", mr, fold=1, dev_fraction=0.1) == (
+        train_count - dev_count
+    )
+    assert data.num_examples("mr", "test", mr, fold=1, dev_fraction=0.1) == NUM_MR - train_count
+    args = dict(fold=1, dev_fraction=0.1, train=False, batch_size=8)
+    dev = _sentences_of(_mr_loader(mr, "dev", **args))
+    rest = _sentences_of(_mr_loader(mr, "train", **args))
+    whole = _sentences_of(_mr_loader(mr, "train", fold=1, train=False, batch_size=8))
+    assert len(dev) == dev_count and sorted(dev + rest) == sorted(whole)
+    # The vocabulary is the training folds' whatever is held out (its words map to known ids).
+    assert _mr_loader(mr, "dev", **args).vocabulary == _mr_loader(mr, "train", fold=1).vocabulary
+    # Which sentences are held out depends on dev_seed, not on the shuffle seed.
+    assert _sentences_of(_mr_loader(mr, "dev", seed=7, **args)) == dev
+    other = _sentences_of(_mr_loader(mr, "dev", dev_seed=1, **args))
+    assert sorted(other) != sorted(dev)
+    with pytest.raises(data.UnknownSplitError, match="pass dev_fraction="):
+        _mr_loader(mr, "dev", train=False)
+    with pytest.raises(data.LoaderConfigError, match="dev_fraction must be in"):
+        _mr_loader(mr, "dev", train=False, dev_fraction=1.5)
+
+
 def test_folds_follow_fold_seed_not_the_shuffle_seed(mr):
     a = _mr_loader(mr, "test", fold=2, seed=1)
     b = _mr_loader(mr, "test", fold=2, seed=9)

@@ -51,9 +51,9 @@ def _run(*flags: str) -> subprocess.CompletedProcess:
     )
 
 
-def _evals(workdir: Path) -> list[dict]:
+def _evals(workdir: Path, split: str = "eval") -> list[dict]:
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] == "eval"]
+    return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
 @pytest.mark.slow
@@ -105,3 +105,36 @@ def test_cv_runs_every_fold_and_reports_mean_and_std(mr_data, tmp_path):
     assert "10-fold CV: top-1" in run.stdout
     again = _run("--cv", "--fold=2", f"--data_dir={mr_data}", f"--workdir={tmp_path / 'x'}")
     assert again.returncode == 2 and "--cv runs every fold: drop --fold" in again.stderr
+
+
+@pytest.mark.slow
+def test_early_stopping_scores_the_test_fold_at_the_best_dev_evaluation(mr_data, tmp_path):
+    workdir = tmp_path / "run"
+    flags = ("--fold=3", "--epochs=12", "--eval_every_epochs=0.5", "--early_stopping_patience=2")
+    run = _run(*flags, f"--data_dir={mr_data}", f"--workdir={workdir}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((workdir / "config.json").read_text())["dev_fraction"] == 0.1  # the recipe
+    # 270 training sentences: 27 held out, 243 left, 4 steps of 50 an epoch; evaluations every 2.
+    dev, test = _evals(workdir, "dev"), _evals(workdir)
+    assert {d["examples"] for d in dev} == {27} and {t["examples"] for t in test} == {30}
+    assert [d["step"] for d in dev] == list(range(2, 2 * len(dev) + 1, 2))
+    # Replay Kim's selection on the logged dev scores: the test fold is scored at every dev
+    # score at least as good as all before; the run stops 2 evaluations after the last gain.
+    best, since, selected = -1.0, 0, []
+    for d in dev:
+        since = 0 if d["top1"] > best else since + 1
+        if d["top1"] >= best:
+            best, selected = d["top1"], [*selected, d["step"]]
+        if since >= 2:
+            break
+    assert since >= 2 and d is dev[-1] and d["step"] < 48, "stopped early, after the last eval"
+    assert [t["step"] for t in test] == selected
+    assert (
+        f"test top-1 at the best dev top-1 ({100 * best:.2f}%) {100 * test[-1]['top1']:.2f}%"
+        in (run.stdout)
+    )
+    assert "stopped early" in run.stdout
+    again = _run(*flags, f"--data_dir={mr_data}", f"--workdir={workdir}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _evals(workdir, "dev") == dev and "stopped early" in again.stdout
+    assert f"{100 * test[-1]['top1']:.2f}%" in again.stdout

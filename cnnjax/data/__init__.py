@@ -23,6 +23,7 @@ from cnnjax.data.loader import (
     make_loader,
 )
 from cnnjax.data.sources import (
+    DEV_SPLIT,
     DatasetNotPreparedError,
     FakeSpec,
     UnknownSplitError,
@@ -34,6 +35,7 @@ from cnnjax.data.vocabulary import TrainingText, training_text
 
 __all__ = [
     "DATASETS",
+    "DEV_SPLIT",
     "DatasetInfo",
     "DatasetNotPreparedError",
     "FakeSpec",

@@ -109,6 +109,7 @@ class DatasetInfo:
     # Text ('text' pipeline; image_size and channels are 0, mean and std empty):
     clean: str = ""  # sentence cleaning, one of CLEANERS
     cv_folds: int = 0  # > 0: no test split; k-fold cross-validation over train_split
+    dev_split: str | None = None  # a dev set of its own for early stopping (else held out)
     text_feature: str = "text"  # the tfds feature that holds the sentence
     builder_module: str = ""  # module to import first: it registers tfds_name's builder
 

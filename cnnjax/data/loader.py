@@ -23,7 +23,8 @@ pixels). The vocabulary comes from the training sentences only (`cnnjax.data.voc
 a cross-validated set, the training folds), or is passed in (`vocabulary=`, e.g. the one saved
 with a run, on resume); L is the longest training sentence unless `max_length=` sets it, and
 longer sentences (eval ones too) are truncated to L. A cross-validated set (MR) needs `fold=`:
-split 'train' reads the other folds, 'test' that fold, assigned by `fold_seed`.
+split 'train' reads the other folds, 'test' that fold, assigned by `fold_seed`. With
+`dev_fraction=` split 'dev' is a seeded part of the training split held out for early stopping.
 
 `batch_size` is always the per-process batch; the global batch is batch_size × processes.
 The iterator state (`get_state`/`set_state`, or orbax via `grain.checkpoint.CheckpointSave`)
@@ -48,6 +49,7 @@ from cnnjax.data.batch_slots import SlotReader, SlotWriter
 from cnnjax.data.catalog import DatasetInfo, dataset_info
 from cnnjax.data.preprocess import SKIPPED, Preprocessor, TextPreprocessor
 from cnnjax.data.sources import (
+    DevHoldout,
     FakeSource,
     FakeSpec,
     Fold,
@@ -56,6 +58,7 @@ from cnnjax.data.sources import (
     UnknownSplitError,
     open_text_source,
     open_tfds_source,
+    resolve_dev,
     resolve_fold,
 )
 from cnnjax.data.vocabulary import training_text
@@ -395,6 +398,20 @@ def _text_fold(
         raise LoaderConfigError(str(e)) from None
 
 
+def _text_dev(
+    info: DatasetInfo, split: str, fraction: float | None, seed: int
+) -> tuple[str, DevHoldout | None]:
+    """The split `split` reads and its dev holdout; mistakes are config errors."""
+    if not 0 <= seed < 2**32:
+        raise LoaderConfigError(f"dev_seed must be in [0, 2**32), got {seed}")
+    try:
+        return resolve_dev(info, split, fraction, seed)
+    except UnknownSplitError:
+        raise
+    except ValueError as e:
+        raise LoaderConfigError(str(e)) from None
+
+
 def _text_inputs(
     info: DatasetInfo,
     split: str,
@@ -403,6 +420,7 @@ def _text_inputs(
     vocabulary: text.Vocabulary | None,
     max_length: int | None,
     fold: Fold | None,
+    dev: DevHoldout | None,
 ) -> tuple[Any, TextPreprocessor]:
     """The source of a text split and the preprocessor that turns it into padded token ids."""
     if vocabulary is not None and not isinstance(vocabulary, text.Vocabulary):
@@ -410,7 +428,7 @@ def _text_inputs(
             f"vocabulary must be a cnnjax.data.text.Vocabulary, got {type(vocabulary).__name__}"
         )
     length = None if max_length is None else _positive_int("max_length", max_length)
-    source = open_text_source(info, split, data_dir, fold)
+    source = open_text_source(info, split, data_dir, fold, dev)
     if vocabulary is None or length is None:
         kept = training_text(
             info.name,
@@ -464,6 +482,8 @@ def make_loader(
     fold: int | None = None,
     num_folds: int | None = None,
     fold_seed: int = 0,
+    dev_fraction: float | None = None,
+    dev_seed: int = 0,
 ) -> Loader:
     """Grain iterator of normalised batches of dataset `name`, split `split` (see module doc).
 
@@ -482,7 +502,10 @@ def make_loader(
     (default: the longest training sentence; longer sentences are truncated). fold /
     num_folds / fold_seed: the held-out fold of a cross-validated set (MR; fold required),
     the fold count (default the catalog's, 10) and the seed of the fold assignment, which
-    every fold's run must share (it is not `seed`, the shuffle seed).
+    every fold's run must share (it is not `seed`, the shuffle seed). dev_fraction /
+    dev_seed: hold a seeded fraction of the training split (after the fold) out as split
+    'dev', for early stopping (Kim: 0.1); the training split then reads the rest. The
+    vocabulary and default length still come from the whole training split.
     """
     info = dataset_info(name)
     batch_size = _positive_int("batch_size", batch_size)
@@ -508,16 +531,24 @@ def make_loader(
             mean=mean,
             std=std,
         ),
-        dict(vocabulary=vocabulary, max_length=max_length, fold=fold, num_folds=num_folds),
+        dict(
+            vocabulary=vocabulary,
+            max_length=max_length,
+            fold=fold,
+            num_folds=num_folds,
+            dev_fraction=dev_fraction,
+        ),
     )
     if info.pipeline == "text":
+        read_split, dev = _text_dev(info, split, dev_fraction, dev_seed)
         source, preprocess = _text_inputs(
             info,
             split,
             data_dir,
             vocabulary=vocabulary,
             max_length=max_length,
-            fold=_text_fold(info, split, fold, num_folds, fold_seed),
+            fold=_text_fold(info, read_split, fold, num_folds, fold_seed),
+            dev=dev,
         )
     else:
         source, preprocess = _image_inputs(

@@ -377,17 +377,67 @@ def fold_indices(info: DatasetInfo, split: str, total: int, fold: Fold) -> np.nd
     return train if split == info.train_split else test
 
 
+DEV_SPLIT = "dev"  # the held-out part of the training split (`DevHoldout`)
+
+
+@dataclasses.dataclass(frozen=True)
+class DevHoldout:
+    """A seeded `fraction` of the training examples, read as split 'dev' and left out of 'train'.
+
+    For early stopping on datasets without a dev set, as Kim (2014) held out 10% of the
+    training set. It is taken after the cross-validation fold, from the training folds.
+    """
+
+    fraction: float
+    seed: int = 0
+
+
+def resolve_dev(
+    info: DatasetInfo, split: str, fraction: float | None, seed: int = 0
+) -> tuple[str, DevHoldout | None]:
+    """(the split whose examples `split` reads, the holdout or None); mistakes raise ValueErrors.
+
+    Split 'dev' needs a fraction and reads the held-out part of the training split, which
+    then reads the rest; the eval split is untouched.
+    """
+    if fraction is None:
+        if split == DEV_SPLIT:
+            raise UnknownSplitError(
+                f"dataset {info.name!r} has no {DEV_SPLIT!r} split of its own; pass "
+                f"dev_fraction= to hold one out of {info.train_split!r}"
+            )
+        return split, None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ValueError(f"dev_fraction must be a number in (0, 1), got {fraction!r}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"dev_fraction must be in (0, 1), got {fraction}")
+    source_split = info.train_split if split == DEV_SPLIT else split
+    return source_split, DevHoldout(float(fraction), int(seed))
+
+
+def holdout_indices(total: int, split: str, dev: DevHoldout) -> np.ndarray:
+    """Ascending indices (of the training examples) that `split` ('dev' or train) reads."""
+    train, held = text.dev_split(total, dev.fraction, dev.seed)
+    return held if split == DEV_SPLIT else train
+
+
 def open_text_source(
     info: DatasetInfo,
     split: str,
     data_dir: str | os.PathLike | None,
     fold: Fold | None = None,
+    dev: DevHoldout | None = None,
 ) -> Sequence[dict[str, Any]]:
-    """A text split read into memory: the split, or for a cross-validated set a fold of it."""
+    """A text split read into memory: the split, a fold of it, and/or a dev holdout of train."""
+    source_split = info.train_split if split == DEV_SPLIT else split
     if fold is None:
-        return InMemorySource(open_tfds_source(info, split, data_dir))
-    whole = InMemorySource(open_tfds_source(info, info.train_split, data_dir))
-    return SubsetSource(whole, fold_indices(info, split, len(whole), fold))
+        source = InMemorySource(open_tfds_source(info, source_split, data_dir))
+    else:
+        whole = InMemorySource(open_tfds_source(info, info.train_split, data_dir))
+        source = SubsetSource(whole, fold_indices(info, source_split, len(whole), fold))
+    if dev is None or source_split != info.train_split:
+        return source
+    return SubsetSource(source, holdout_indices(len(source), split, dev))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,23 +524,31 @@ def num_examples(
     fold: int | None = None,
     num_folds: int | None = None,
     fold_seed: int = 0,
+    dev_fraction: float | None = None,
+    dev_seed: int = 0,
 ) -> int:
     """Number of examples in a split (tfds slicing syntax allowed), e.g. for epoch lengths.
 
     fold / num_folds / fold_seed: the fold of a cross-validated text dataset (`resolve_fold`).
+    dev_fraction / dev_seed: a dev set held out of the training split (`resolve_dev`).
     """
     info = dataset_info(name)
     if info.tfds_name is None:
         return (fake or FakeSpec()).num_examples(split)
-    chosen = resolve_fold(info, split, fold, num_folds, fold_seed)
-    tfds_split = split if chosen is None else info.train_split
+    read_split, dev = resolve_dev(info, split, dev_fraction, dev_seed)
+    chosen = resolve_fold(info, read_split, fold, num_folds, fold_seed)
+    tfds_split = read_split if chosen is None else info.train_split
     data_dir = resolve_data_dir(data_dir)
     builder = prepared_builder(info, data_dir)
     check_split(builder, info, tfds_split)
     shards = split_shards(builder, tfds_split)
     check_shards(info, data_dir, ((path, records) for path, records, _ in shards))
     total = int(builder.info.splits[tfds_split].num_examples)
-    return total if chosen is None else len(fold_indices(info, split, total, chosen))
+    if chosen is not None:
+        total = len(fold_indices(info, read_split, total, chosen))
+    if dev is None or read_split != info.train_split:
+        return total
+    return len(holdout_indices(total, split, dev))
 
 
 def steps_per_epoch(
@@ -505,13 +563,15 @@ def steps_per_epoch(
     fold: int | None = None,
     num_folds: int | None = None,
     fold_seed: int = 0,
+    dev_fraction: float | None = None,
+    dev_seed: int = 0,
 ) -> int:
     """Batches each process yields per epoch for the per-process `batch_size`.
 
     Training: floor(N / (batch_size × processes)), the global-batch count (ImageNet at 256:
     1,281,167 // 256 = 5,004). Evaluation: ceil(ceil(N / processes) / batch_size), the padded
     count every process yields so that all of them run the same number of steps. fold /
-    num_folds / fold_seed: as in `num_examples`, for a cross-validated text dataset.
+    num_folds / fold_seed / dev_fraction / dev_seed: as in `num_examples`, for text datasets.
     """
     if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -520,7 +580,15 @@ def steps_per_epoch(
 
         process_count = jax.process_count()
     total = num_examples(
-        name, split, data_dir, fake=fake, fold=fold, num_folds=num_folds, fold_seed=fold_seed
+        name,
+        split,
+        data_dir,
+        fake=fake,
+        fold=fold,
+        num_folds=num_folds,
+        fold_seed=fold_seed,
+        dev_fraction=dev_fraction,
+        dev_seed=dev_seed,
     )
     if train:
         return total // (batch_size * process_count)

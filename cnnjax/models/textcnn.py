@@ -34,6 +34,10 @@ Training recipe (Sec. 3.1): Adadelta (ρ=0.95), batch 50, and an l2 max-norm of 
 softmax weight columns after each update (`clip_fc_norms`).
 Init (our choice): Glorot-uniform conv and fc weights, zero biases.
 
+Zhang & Wallace (2015) vary the activation and the pooling: `activation` is one of
+ACTIVATIONS (Kim: 'relu'), `pooling` 'max' (1-max over time, Kim), 'avg' (mean over time) or
+'kmax-K' (the K largest values of each map, in sentence order, Kalchbrenner et al. 2014).
+
 Layer names (for `cnnjax.features`): `conv_h3`, `conv_h4`, `conv_h5` (per-position feature maps
 before ReLU and max-over-time pooling), `dropout` (the pooled sentence vector, 3 × maps wide;
 the identity in inference), `fc`.
@@ -58,6 +62,43 @@ PAD_ID = 0
 EMBEDDING_PARAM = "embedding"  # params/embedding: the trainable table (all modes but 'static')
 STATIC_COLLECTION = "embeddings"  # embeddings/static: the frozen table ('static', 'multichannel')
 WEIGHT_INIT = nn.initializers.xavier_uniform()
+# The activations of Zhang & Wallace's Table 6 (their 'Iden' is 'iden').
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": ops.relu,
+    "tanh": ops.tanh,
+    "sigmoid": ops.sigmoid,
+    "softplus": jax.nn.softplus,
+    "cube": lambda x: x * x * x,
+    "iden": lambda x: x,
+}
+
+
+def pooling_width(pooling: str) -> int:
+    """Values each feature map keeps: 1 for 'max'/'avg', K for 'kmax-K'; a bad name raises."""
+    if pooling in ("max", "avg"):
+        return 1
+    head, _, k = pooling.partition("-")
+    if head == "kmax" and k.isdigit() and int(k) >= 1:
+        return int(k)
+    raise ValueError(f"unknown textcnn pooling {pooling!r}; use max, avg or kmax-K (K >= 1)")
+
+
+def pool_over_time(maps: jax.Array, pooling: str) -> jax.Array:
+    """(B, T, F) feature maps -> (B, F·k): 1-max, mean, or the k largest in time order."""
+    if pooling == "max":
+        return jnp.max(maps, axis=1)
+    if pooling == "avg":
+        return jnp.mean(maps, axis=1)
+    k = pooling_width(pooling)
+    if maps.shape[1] < k:
+        raise InputTooSmallError(
+            f"{pooling} pooling keeps {k} values per map, but sentences give only "
+            f"{maps.shape[1]} positions; use a smaller K or longer padding"
+        )
+    by_map = jnp.swapaxes(maps, 1, 2)  # (B, F, T)
+    _, positions = jax.lax.top_k(by_map, k)
+    kept = jnp.take_along_axis(by_map, jnp.sort(positions, axis=-1), axis=-1)  # time order
+    return kept.reshape(maps.shape[0], -1)
 
 
 def kim_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -77,6 +118,8 @@ class TextCNN(nn.Module):
     mode: str = "rand"
     pad: bool = True
     dropout_rate: float = 0.5
+    activation: str = "relu"
+    pooling: str = "max"
     embedding_init: Callable[..., jax.Array] = kim_uniform
     dtype: Any = jnp.float32
 
@@ -98,7 +141,7 @@ class TextCNN(nn.Module):
             conv = Conv(
                 self.maps, (h,), kernel_init=WEIGHT_INIT, dtype=self.dtype, name=f"conv_h{h}"
             )
-            pooled.append(jnp.max(nn.relu(conv(words)), axis=1))  # max over time
+            pooled.append(pool_over_time(ACTIVATIONS[self.activation](conv(words)), self.pooling))
         x = jnp.concatenate(pooled, axis=-1)
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
         return nn.Dense(self.num_classes, kernel_init=WEIGHT_INIT, dtype=self.dtype, name="fc")(x)
@@ -108,6 +151,17 @@ class TextCNN(nn.Module):
             raise ValueError(f"unknown textcnn mode {self.mode!r}; use one of {', '.join(MODES)}")
         if not self.windows or min(self.windows) < 1 or len(set(self.windows)) != len(self.windows):
             raise ValueError(f"textcnn windows must be distinct positive ints, got {self.windows}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown textcnn activation {self.activation!r}; use one of "
+                f"{', '.join(ACTIVATIONS)}"
+            )
+        pooling_width(self.pooling)
+        if self.maps < 1 or not 0 <= self.dropout_rate < 1:
+            raise ValueError(
+                f"textcnn needs maps >= 1 and dropout_rate in [0, 1), got {self.maps} and "
+                f"{self.dropout_rate}"
+            )
         if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
             raise ValueError(
                 f"textcnn takes integer token ids of shape (batch, length), got {ids.dtype} "

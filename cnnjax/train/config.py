@@ -9,7 +9,7 @@ from typing import Any
 # Fields that identify a run: a workdir holding another value belongs to another run.
 IDENTITY_FIELDS = ("model", "dataset", "num_classes", "fold")
 # Fields a resumed run may change freely: how long it trains, and how, not what it computes.
-EXTENDABLE_FIELDS = ("epochs", "max_steps")
+EXTENDABLE_FIELDS = ("epochs", "max_steps", "early_stopping_patience")
 OPERATIONAL_FIELDS = (
     "workdir",
     "data_dir",
@@ -46,6 +46,18 @@ class TrainConfig:
     variant: str = ""
     word_vectors: str | None = None
     fold: int | None = None
+    # The text CNN's shape, as Zhang & Wallace (2015) vary it (empty/None: Kim's 3,4,5 windows
+    # × 100 maps, ReLU, 1-max pooling over time, dropout 0.5).
+    windows: tuple[int, ...] = ()
+    feature_maps: int | None = None
+    activation: str = ""
+    pooling: str = ""
+    dropout: float | None = None
+    # Early stopping on a dev set: evaluations score the dev set (the dataset's own, else this
+    # fraction of the training split held out), the test split is scored at each new best dev
+    # top-1, and the run reports that score (Kim 2014: 10% of train where there is no dev set).
+    dev_fraction: float = 0.0
+    early_stopping_patience: int = 0  # stop after this many evaluations without a new best (0: off)
     # Optimisation (SGD with momentum, L2 as the papers did it; Adadelta for Kim 2014).
     optimizer: str = "sgd"  # 'sgd' | 'adadelta' (rho 0.95, eps 1e-6: Kim's code)
     batch_size: int = 128  # global, over all devices of all processes

@@ -2,8 +2,9 @@
 
 `run_folds(config)` trains one run per fold, each in WORKDIR/fold_K (so each one resumes on its
 own: rerun the same command after an interruption), and reports the mean ± standard deviation
-of the folds' final test-fold accuracy. The final evaluation is the one reported, not the best
-of the evaluations during training, which would select on the test fold.
+of the folds' test-fold accuracy: with a dev set (`--dev_fraction`, Kim's recipe) the score at
+the best dev evaluation, else the final evaluation; never the best test-fold evaluation, which
+would select on the test fold.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class RunLogger:
         return self.workdir / "metrics.jsonl"
 
     def log(self, split: str, step: int, epoch: float, values: dict[str, float]) -> None:
-        """One event: `split` is 'train' or 'eval'; values are plain floats."""
+        """One event: `split` is 'train', 'dev' or 'eval'; values are plain floats."""
         if not self.enabled:
             return
         record = {
@@ -67,7 +67,7 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     panels = (("loss", "loss"), ("top1", "top-1 accuracy"), ("lr", "learning rate"))
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for split, style in (("train", "-"), ("eval", "o-")):
+        for split, style in (("train", "-"), ("dev", "s--"), ("eval", "o-")):
             points = [(e["step"], e[key]) for e in events if e["split"] == split and key in e]
             if points:
                 xs, ys = zip(*points, strict=True)

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cnnjax.data.catalog import dataset_info
 from cnnjax.train.config import TrainConfig
 
 Recipe = Callable[[str, str], dict[str, Any]]  # (dataset, model) -> TrainConfig overrides
@@ -53,8 +54,12 @@ def _zfnet_paper(dataset: str, model: str) -> dict[str, Any]:
 def _kim2014(dataset: str, model: str) -> dict[str, Any]:
     # Kim 2014, Sec. 3.1 and his code (conv_net_sentence.py): Adadelta (rho 0.95, eps 1e-6; no
     # learning rate of its own: 1.0), mini-batch 50, l2 max-norm 3 on the softmax weights after
-    # every update, no weight decay, 25 epochs; dropout 0.5 is the model's.
+    # every update, no weight decay, 25 epochs; dropout 0.5 is the model's. Early stopping on
+    # the dev set, else on 10% of the training set held out (his code: the test score at the
+    # epoch of the best dev score).
+    info = dataset_info(dataset)
     return dict(
+        dev_fraction=0.1 if info.pipeline == "text" and not info.dev_split else 0.0,
         optimizer="adadelta",
         batch_size=50,
         epochs=25,

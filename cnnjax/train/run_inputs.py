@@ -67,7 +67,7 @@ def make_run_loader(
     `text` (a `text_run.TextInputs`): a text run's vocabulary and padded length.
     """
     if text is not None:
-        from cnnjax.train.text_run import fold_args
+        from cnnjax.train.text_run import split_args
 
         return cdata.make_loader(
             config.dataset,
@@ -79,7 +79,7 @@ def make_run_loader(
             workers=config.workers,
             vocabulary=text.vocabulary,
             max_length=text.max_length,
-            **fold_args(config),
+            **split_args(config),
         )
     return cdata.make_loader(
         config.dataset,

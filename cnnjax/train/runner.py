@@ -47,10 +47,11 @@ from cnnjax.train.step import Steps, TrainState, check_batch_divides, make_mesh
 from cnnjax.train.text_run import (
     DEFAULT_EMBED_DIM,
     TEXT_FILE,
-    fold_args,
+    dev_split,
     is_text,
     load_vectors,
     model_overrides,
+    split_args,
     text_inputs,
     with_word_vectors,
 )
@@ -78,6 +79,8 @@ class RunResult:
     seconds: float
     images_per_second: float
     preempted: bool = False
+    dev_top1: float | None = None  # the best dev top-1, where early stopping has a dev set
+    stopped_early: bool = False  # early_stopping_patience evaluations passed without a new best
 
 
 def default_workdir(config: TrainConfig) -> str:
@@ -173,7 +176,7 @@ def ensure_prepared(config: TrainConfig) -> None:
         return
     try:  # both splits' files checked now: a damaged eval split would fail an epoch later
         for split in (info.train_split, info.eval_split):
-            cdata.num_examples(config.dataset, split, config.data_dir, **fold_args(config))
+            cdata.num_examples(config.dataset, split, config.data_dir, **split_args(config))
         return
     except cdata.DatasetNotPreparedError:  # or damaged (a subclass): prepare rebuilds it
         if info.manual_download:
@@ -201,15 +204,16 @@ def evaluate(
     local_batch: int,
     stop: Callable[[], bool] = lambda: False,
     text: Any = None,
+    split: str | None = None,
 ) -> dict[str, float] | None:
-    """top-1/top-5/loss over every example of the eval split (padded batches with a mask).
+    """top-1/top-5/loss over every example of `split` (default the eval split), padded + masked.
 
     None when `stop()` turns true between batches (a preemption notice on one process).
     """
     info = cdata.dataset_info(config.dataset)
     loader = make_run_loader(
         config,
-        info.eval_split,
+        split or info.eval_split,
         train=False,
         batch_size=local_batch,
         image_size=image_size,
@@ -311,7 +315,7 @@ def _train(
     ensure_prepared(config)
     fake = fake_spec(config)
     num_train = cdata.num_examples(
-        config.dataset, info.train_split, config.data_dir, fake=fake, **fold_args(config)
+        config.dataset, info.train_split, config.data_dir, fake=fake, **split_args(config)
     )
     steps_per_epoch = num_train // config.batch_size
     if steps_per_epoch == 0:
@@ -388,8 +392,8 @@ def _train(
     )
     if text is None:
         logging.info("%s", describe_normalization(config, *normalization(config, info)))
-    best_top1 = _best_so_far(logger)
-    final_eval = None
+    dev = dev_split(config)
+    scores = Scores.from_events(read_metrics(logger.metrics_path), start_step, dev is not None)
     pending: list[dict[str, jax.Array]] = []
     eval_batch = EVAL_BATCH_PER_DEVICE * jax.local_device_count()
     t0, images_seen, preempted = time.time(), 0, False
@@ -410,10 +414,28 @@ def _train(
         if lock is not None:
             lock.release()
 
+    def run_evaluation(split: str | None) -> dict[str, float] | None:
+        """Evaluate `split` (None: the eval split); None when a preemption notice cut it short."""
+        return evaluate(
+            steps,
+            state,
+            config,
+            image_size,
+            eval_batch,
+            stop=preemption.between_eval_batches,
+            text=text,
+            split=split,
+        )
+
+    def record(name: str, step: int, epoch: float, values: dict[str, float]) -> None:
+        logger.log(name, step, epoch, values)
+        bar.write(eval_line(step, epoch, values, name))
+        scores.record(name, values)
+
     with _Preemption(abort) as preemption:
         step = start_step
         try:
-            while step < num_steps:
+            while step < num_steps and not scores.patience_spent(config.early_stopping_patience):
                 batch = next(train_iter)
                 state, metrics = steps.train(state, steps.to_global(batch))
                 pending.append(metrics)
@@ -434,29 +456,33 @@ def _train(
                         logger.log("train", step, epoch, values)
                     bar.update(step, values)
                 if eval_now and not stop_now:
-                    evaluated = evaluate(
-                        steps,
-                        state,
-                        config,
-                        image_size,
-                        eval_batch,
-                        stop=preemption.between_eval_batches,
-                        text=text,
-                    )
-                    if evaluated is None:  # a notice came during the evaluation: save and stop
+                    # With a dev set: score it, and the test split only at a new best dev
+                    # top-1; both are logged once complete (a preemption notice skips them).
+                    if dev:
+                        dev_values = run_evaluation(dev)
+                        improved = dev_values is not None and scores.improves(dev_values)
+                        test_values = run_evaluation(None) if improved else None
+                        completed = dev_values is not None and (
+                            test_values is not None or not improved
+                        )
+                    else:
+                        dev_values, test_values = None, run_evaluation(None)
+                        completed = test_values is not None
+                    if not completed:  # a notice came during the evaluation: save and stop
                         save(step)
                         preempted = True
                         break
-                    final_eval = evaluated
-                    logger.log("eval", step, epoch, final_eval)
-                    bar.write(eval_line(step, epoch, final_eval))
-                    best_top1 = max(best_top1 or 0.0, final_eval["top1"])
+                    if dev_values is not None:
+                        record(DEV, step, epoch, dev_values)
+                    if test_values is not None:
+                        record(EVAL, step, epoch, test_values)
+                    selecting = scores.latest_dev if dev else scores.latest
                     if steps.plateau_update is not None:
-                        error = jnp.asarray(1.0 - final_eval["top1"], jnp.float32)
+                        error = jnp.asarray(1.0 - selecting["top1"], jnp.float32)
                         state = state.replace(
                             plateau_state=steps.plateau_update(state.plateau_state, error)
                         )
-                    save(step, {"val_top1": final_eval["top1"]})
+                    save(step, {"val_top1": selecting["top1"]})
                 elif save_now or stop_now:
                     save(step)
                 if stop_now:
@@ -470,11 +496,13 @@ def _train(
     result = RunResult(
         workdir=config.workdir,
         steps=step,
-        best_top1=best_top1,
-        final_eval=final_eval,
+        best_top1=scores.best_top1,
+        final_eval=scores.latest,
         seconds=seconds,
         images_per_second=images_seen / max(seconds, 1e-9),
         preempted=preempted,
+        dev_top1=scores.best_dev["top1"] if scores.best_dev else None,
+        stopped_early=scores.patience_spent(config.early_stopping_patience),
     )
     if is_main:
         plot_curves(logger.metrics_path, Path(config.workdir) / "curves.png")
@@ -482,29 +510,84 @@ def _train(
     return result
 
 
-def eval_line(step: int, epoch: float, values: dict[str, float]) -> str:
+def eval_line(step: int, epoch: float, values: dict[str, float], name: str = "eval") -> str:
     """The console line of one evaluation: step, epoch, top-1, top-5, loss and examples."""
     return (
-        f"eval step {step} (epoch {epoch:.2f}): top-1 {100 * values['top1']:.2f}%, "
+        f"{name} step {step} (epoch {epoch:.2f}): top-1 {100 * values['top1']:.2f}%, "
         f"top-5 {100 * values['top5']:.2f}%, loss {values['loss']:.4f} "
         f"({int(values['examples']):,} examples)"
     )
 
 
 def summary_line(result: RunResult) -> str:
-    """The short end-of-run summary: best top-1, time, throughput."""
+    """The short end-of-run summary: best (or dev-selected) top-1, time, throughput."""
     best = f"{100 * result.best_top1:.2f}%" if result.best_top1 is not None else "n/a"
     status = "stopped at" if result.preempted else "finished"
+    if result.stopped_early:
+        status = "stopped early (no better dev top-1) at"
     resume = "; run the same command to resume" if result.preempted else ""
+    scored = "best eval top-1"
+    if result.dev_top1 is not None:
+        scored = f"test top-1 at the best dev top-1 ({100 * result.dev_top1:.2f}%)"
     return (
-        f"{status} step {result.steps}: best eval top-1 {best}, {result.seconds / 60:.1f} min, "
+        f"{status} step {result.steps}: {scored} {best}, {result.seconds / 60:.1f} min, "
         f"{result.images_per_second:.0f} img/s; logs and checkpoints in {result.workdir}{resume}"
     )
 
 
-def _best_so_far(logger: RunLogger) -> float | None:
-    tops = [e["top1"] for e in read_metrics(logger.metrics_path) if e["split"] == "eval"]
-    return max(tops) if tops else None
+EVAL, DEV = "eval", "dev"  # the metrics.jsonl names of test-split and dev-split evaluations
+
+
+@dataclasses.dataclass
+class Scores:
+    """What a run's evaluations decided: its best top-1, and with a dev set, early stopping.
+
+    `latest` is the test-split evaluation the run reports. Without a dev set it is the last
+    one and `best_top1` the best of them. With one, the test split is evaluated only right
+    after a new best dev evaluation (`best_dev`; ties go to the later one, as in Kim's code),
+    so `latest` is the test score at the best dev score; `evals_since_best` counts the dev
+    evaluations since the last strictly better one (a tie is selected but is no progress).
+    Rebuilt from metrics.jsonl on resume, up to the restored step.
+    """
+
+    with_dev: bool
+    latest: dict[str, float] | None = None
+    best_top1: float | None = None
+    latest_dev: dict[str, float] | None = None
+    best_dev: dict[str, float] | None = None
+    evals_since_best: int = 0
+
+    @classmethod
+    def from_events(cls, events: list[dict[str, Any]], upto_step: int, with_dev: bool) -> Scores:
+        """The scores of the evaluations logged up to `upto_step` (later ones were not saved)."""
+        scores = cls(with_dev)
+        for event in events:
+            if event["split"] in (EVAL, DEV) and event["step"] <= upto_step:
+                scores.record(event["split"], event)
+        return scores
+
+    def improves(self, dev_values: dict[str, float]) -> bool:
+        """Whether a dev evaluation is a new best (ties count: the later one is kept)."""
+        return self.best_dev is None or dev_values["top1"] >= self.best_dev["top1"]
+
+    def record(self, name: str, values: dict[str, float]) -> None:
+        """Take in one evaluation of the test split (EVAL) or of the dev split (DEV)."""
+        if name == DEV:
+            better = self.best_dev is None or values["top1"] > self.best_dev["top1"]
+            self.evals_since_best = 0 if better else self.evals_since_best + 1
+            if self.improves(values):
+                self.best_dev = values
+            self.latest_dev = values
+            return
+        self.latest = values
+        if self.with_dev:
+            self.best_top1 = values["top1"]  # made right after a new best dev evaluation
+        else:
+            self.best_top1 = max(self.best_top1 or 0.0, values["top1"])
+
+    def patience_spent(self, patience: int) -> bool:
+        """Whether early stopping ends the run: `patience` dev evaluations without a new best."""
+        return self.with_dev and patience > 0 and self.evals_since_best >= patience
 
 
 class _Progress:

@@ -23,6 +23,7 @@ from cnnjax.train.config import TrainConfig
 
 TEXT_FILE = "text.json"
 FOLD_SEED = 0  # the fold of each sentence: fixed per dataset, so the ten CV runs never overlap
+DEV_SEED = 0  # which training sentences a --dev_fraction holds out (not --seed: fixed data)
 DEFAULT_EMBED_DIM = 300  # Kim: word2vec's 300-d vectors
 PRETRAINED_VARIANTS = ("static", "non-static", "multichannel")
 VARIANTS = ("rand", *PRETRAINED_VARIANTS)
@@ -58,9 +59,21 @@ def is_text(config: TrainConfig) -> bool:
     return cdata.dataset_info(config.dataset).pipeline == "text"
 
 
-def fold_args(config: TrainConfig) -> dict[str, Any]:
-    """`num_examples` / loader arguments selecting the run's CV fold ({} without one)."""
-    return {"fold": config.fold, "fold_seed": FOLD_SEED} if config.fold is not None else {}
+def split_args(config: TrainConfig) -> dict[str, Any]:
+    """`num_examples` / loader arguments selecting the run's CV fold and dev holdout (or {})."""
+    args: dict[str, Any] = {}
+    if config.fold is not None:
+        args.update(fold=config.fold, fold_seed=FOLD_SEED)
+    if config.dev_fraction:
+        args.update(dev_fraction=config.dev_fraction, dev_seed=DEV_SEED)
+    return args
+
+
+def dev_split(config: TrainConfig) -> str | None:
+    """The split that early stopping scores: the held-out part, the dataset's own, or None."""
+    if config.dev_fraction:
+        return cdata.DEV_SPLIT
+    return cdata.dataset_info(config.dataset).dev_split
 
 
 def variant(config: TrainConfig) -> str:
@@ -100,10 +113,18 @@ def text_inputs(config: TrainConfig, embed_dim: int) -> TextInputs:
 
 def model_overrides(config: TrainConfig, text: TextInputs) -> dict[str, Any]:
     """create_model arguments of a text run: table size, width and Kim's variant."""
+    shape = {
+        "windows": tuple(config.windows) or None,
+        "maps": config.feature_maps,
+        "activation": config.activation or None,
+        "pooling": config.pooling or None,
+        "dropout_rate": config.dropout,
+    }
     return {
         "vocab_size": len(text.vocabulary),
         "embed_dim": text.embed_dim,
         "mode": variant(config),
+        **{name: value for name, value in shape.items() if value is not None},
     }
 
 
@@ -164,9 +185,22 @@ def check_text_config(config: TrainConfig) -> str | None:
             f"use a text dataset ({', '.join(_text_datasets())}) or an image model"
         )
     if info.pipeline != "text":
-        if config.variant or config.word_vectors or config.fold is not None:
-            return "--variant, --word_vectors and --fold apply to text datasets only"
+        if any(_text_flags(config).values()):
+            given = ", ".join(f"--{name}" for name, value in _text_flags(config).items() if value)
+            return f"{given}: text datasets only"
         return None
+    if problem := _shape_problem(config):
+        return problem
+    if config.dev_fraction and info.dev_split:
+        return (
+            f"{config.dataset} has a dev split of its own ({info.dev_split!r}), which early "
+            "stopping uses: drop --dev_fraction"
+        )
+    if config.early_stopping_patience and not dev_split(config):
+        return (
+            f"--early_stopping_patience needs a dev set: {config.dataset} has none of its own; "
+            "hold one out with --dev_fraction=0.1 (Kim 2014)"
+        )
     if config.variant and config.variant not in VARIANTS:
         return f"--variant={config.variant} is not valid: use one of {', '.join(VARIANTS)}"
     if variant(config) in PRETRAINED_VARIANTS and not config.word_vectors:
@@ -183,4 +217,37 @@ def check_text_config(config: TrainConfig) -> str | None:
         return f"{config.dataset} has a test split: drop --fold"
     if folds and not 0 <= config.fold < folds:
         return f"--fold={config.fold} is out of range: fold must be in 0 ... {folds - 1}"
+    return None
+
+
+def _text_flags(config: TrainConfig) -> dict[str, Any]:
+    """The text-only fields, by flag name (a true value: the flag was given)."""
+    return {
+        "variant": config.variant,
+        "word_vectors": config.word_vectors,
+        "fold": config.fold is not None,
+        "windows": config.windows,
+        "feature_maps": config.feature_maps is not None,
+        "activation": config.activation,
+        "pooling": config.pooling,
+        "dropout": config.dropout is not None,
+        "dev_fraction": config.dev_fraction,
+        "early_stopping_patience": config.early_stopping_patience,
+    }
+
+
+def _shape_problem(config: TrainConfig) -> str | None:
+    """A bad --windows / --activation / --pooling value, in one line."""
+    from cnnjax.models.textcnn import ACTIVATIONS, pooling_width
+
+    windows = tuple(config.windows)
+    if windows and (min(windows) < 1 or len(set(windows)) != len(windows)):
+        return f"--windows={','.join(map(str, windows))}: give distinct window sizes >= 1"
+    if config.activation and config.activation not in ACTIVATIONS:
+        return f"--activation={config.activation}: use one of {', '.join(ACTIVATIONS)}"
+    if config.pooling:
+        try:
+            pooling_width(config.pooling)
+        except ValueError:
+            return f"--pooling={config.pooling}: use max, avg or kmax-K (K >= 1)"
     return None

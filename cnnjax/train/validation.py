@@ -92,6 +92,10 @@ RANGES: dict[str, Range] = {
     "log_every_steps": Range(1, integer=True),
     "workers": Range(0, integer=True),
     "fold": Range(0, integer=True),  # (the upper bound is the dataset's: check_text_config)
+    "feature_maps": Range(1, integer=True),
+    "dropout": Range(0, 1, high_open=True),
+    "dev_fraction": Range(0, 1, high_open=True),
+    "early_stopping_patience": Range(0, integer=True),
 }
 
 # Step-schedule boundaries: each element in this range, strictly increasing.
