@@ -26,7 +26,7 @@ from cnnjax.data.prepare_text import TREC_CLASSES
 from cnnjax.data.preprocess import sentence_tokens
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TEXT_NAMES = ("mr", "trec", "sst2", "imdb_reviews", "subj", "cr", "mpqa")
+TEXT_NAMES = ("mr", "trec", "sst1", "sst2_trees", "sst2", "imdb_reviews", "subj", "cr", "mpqa")
 # MR: every sentence has a word of its own ("uniqpos3"), so a fold's own words are known.
 POSITIVES = [f"a good movie , uniqpos{i} and fine{'!' * (i % 3)}" for i in range(23)]
 NEGATIVES = [f"the bad film uniqneg{i} , sadly" for i in range(20)] + ["caf\xe9 awful"]
@@ -355,6 +355,109 @@ def test_trec_keeps_case_and_maps_coarse_labels(trec):
     assert sorted(batch["label"][:2].tolist()) == sorted(
         [TREC_CLASSES.index("NUM"), TREC_CLASSES.index("HUM")]
     )
+
+
+# ------------------------------------------------------------------------------------- SST
+
+SST_TRAIN = [
+    "(3 (2 (2 The) (2 film)) (4 (3 (2 is) (4 great)) (2 .)))",
+    "(1 (2 The) (0 (0 awful) (2 plot)))",  # "The" again: kept once
+]
+SST_DEV = ["(2 (2 It) (2 is))", "(4 (4 Superb) (2 !))"]
+SST_TEST = ["(0 (0 Bad) (2 (2 -LRB-) (2 (2 sic) (2 -RRB-))))", "(3 (2 Fine) (3 film))"]
+# Every node's (label, words) by hand, in the order the nodes open, distinct phrases only.
+SST_PHRASES = [
+    ("The film is great .", 3),
+    ("The film", 2),
+    ("The", 2),
+    ("film", 2),
+    ("is great .", 4),
+    ("is great", 3),
+    ("is", 2),
+    ("great", 4),
+    (".", 2),
+    ("The awful plot", 1),
+    ("awful plot", 0),
+    ("awful", 0),
+    ("plot", 2),
+]
+
+
+@pytest.fixture(scope="module")
+def sst_trees(tmp_path_factory) -> pathlib.Path:
+    """trainDevTestTrees_PTB.zip's layout: the folder holding trees/{train,dev,test}.txt."""
+    root = tmp_path_factory.mktemp("sst")
+    (root / "trees").mkdir()
+    for name, lines in (("train", SST_TRAIN), ("dev", SST_DEV), ("test", SST_TEST)):
+        (root / "trees" / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def _texts(name: str, split: str, data_dir) -> list[tuple[str, int]]:
+    return [(r["text"].decode(), int(r["label"])) for r in _records(name, split, data_dir)]
+
+
+def test_sst1_trains_on_every_phrase_and_tests_on_sentences(sst_trees, tmp_path):
+    data.prepare("sst1", data_dir=tmp_path, manual_dir=sst_trees)  # finds trees/ inside
+    assert sorted(_texts("sst1", "train", tmp_path)) == sorted(SST_PHRASES)
+    assert sorted(_texts("sst1", "validation", tmp_path)) == [("It is", 2), ("Superb !", 4)]
+    assert sorted(_texts("sst1", "test", tmp_path)) == [("Bad ( sic )", 0), ("Fine film", 3)]
+    vocabulary = data.training_text("sst1", tmp_path).vocabulary
+    loader = data.make_loader("sst1", "test", batch_size=2, train=False, data_dir=tmp_path)
+    batch = next(loader)
+    rows = {
+        int(label): list(ids) for ids, label in zip(batch["image"], batch["label"], strict=True)
+    }
+    # clean_str_sst keeps the brackets as words; none of "bad ( sic )" is a training word,
+    # "film" is; rows are padded to the longest training phrase ("the film is great": its "."
+    # is filtered out).
+    length = data.training_text("sst1", tmp_path).max_length
+    assert rows[0] == list(_ids("sst1", b"Bad ( sic )", vocabulary, length))
+    assert rows[0] == [text.OOV_ID] * 4 and length == 4
+    assert rows[3][:2] == [text.OOV_ID, vocabulary.token_id("film")]
+
+
+def test_sst2_trees_drops_neutral_and_binarises(sst_trees, tmp_path):
+    data.prepare("sst2_trees", data_dir=tmp_path, manual_dir=sst_trees / "trees")
+    expected = sorted((t, int(label > 2)) for t, label in SST_PHRASES if label != 2)
+    assert sorted(_texts("sst2_trees", "train", tmp_path)) == expected
+    assert _texts("sst2_trees", "validation", tmp_path) == [("Superb !", 1)]
+    assert sorted(_texts("sst2_trees", "test", tmp_path)) == [("Bad ( sic )", 0), ("Fine film", 1)]
+
+
+def test_manual_files_may_sit_in_the_folder_their_archive_extracts_to(tmp_path):
+    text.write_rt_polarity(tmp_path / "manual" / "rt-polaritydata", POSITIVES, NEGATIVES)
+    data.prepare("mr", data_dir=tmp_path / "data", manual_dir=tmp_path / "manual")
+    assert (
+        data.num_examples("mr", "train", tmp_path / "data", fold=0)
+        + data.num_examples("mr", "test", tmp_path / "data", fold=0)
+        == NUM_MR
+    )
+
+
+def test_a_dataset_with_its_own_dev_split_refuses_dev_fraction():
+    from cnnjax.train.config import TrainConfig
+    from cnnjax.train.validation import ConfigError, validate_config
+
+    config = TrainConfig(model="textcnn", dataset="sst1", dev_fraction=0.1)
+    with pytest.raises(ConfigError, match="sst1 has a dev split of its own .'validation'."):
+        validate_config(config, processes=1)
+    validate_config(config.replace(dev_fraction=0.0, early_stopping_patience=3), processes=1)
+    with pytest.raises(ConfigError, match="--early_stopping_patience needs a dev set"):
+        validate_config(config.replace(dataset="trec", dev_fraction=0.0, early_stopping_patience=3))
+    with pytest.raises(ConfigError, match="--dev_fraction: text datasets only"):
+        validate_config(TrainConfig(model="lenet5", dataset="mnist", dev_fraction=0.1))
+
+
+def test_malformed_sst_tree_names_file_and_line(sst_trees, tmp_path):
+    bad = tmp_path / "manual"
+    bad.mkdir()
+    for name, lines in (("train", SST_TRAIN), ("dev", ["(2 (2 It) (2 is)"]), ("test", SST_TEST)):
+        (bad / f"{name}.txt").write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(text.TextDataError) as err:
+        data.prepare("sst1", data_dir=tmp_path / "data", manual_dir=bad)
+    assert "dev.txt line 1 is not an SST tree (empty or unclosed tree)" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------- errors

@@ -19,6 +19,8 @@ Sentence classification (Kim 2014), pipeline 'text': batches hold right-padded t
 | subj         | cnnjax_subj (†)         | 10,000          |       2 | 10-fold CV         | yes    |
 | cr           | cnnjax_cr (†)           | 3,775           |       2 | 10-fold CV         | yes    |
 | mpqa         | cnnjax_mpqa (†)         | 10,606          |       2 | 10-fold CV         | yes    |
+| sst1         | cnnjax_sst1 (†)         | phrases / 2,210 |       5 | train / test (‡)   | yes    |
+| sst2_trees   | cnnjax_sst2_trees (†)   | phrases / 1,821 |       2 | train / test (‡)   | yes    |
 | sst2         | glue/sst2               | 67,349 / 872    |       2 | train / validation | no     |
 | imdb_reviews | imdb_reviews/plain_text | 25,000 / 25,000 |       2 | train / test       | no     |
 
@@ -31,7 +33,11 @@ subjective = 1, plot.tok.gt9.5000 objective = 0; 5,000 each), `cr` Hu & Liu's (2
 reviews as split into sentences for sentence classification, e.g. by SentEval (custrev.pos = 1,
 custrev.neg = 0), `mpqa` the MPQA opinion polarity phrases (Wiebe et al. 2005) as in SentEval
 (mpqa.pos = 1, mpqa.neg = 0). Their sizes are the usual published ones (Kim's Table 1), not
-verified here (nothing is downloaded). `sst2` is GLUE's: its train split is the 67,349 phrases and
+verified here (nothing is downloaded). (‡) `sst1` and `sst2_trees` are SST
+as Kim used it, from the treebank's PTB trees (trainDevTestTrees_PTB.zip: train.txt, dev.txt,
+test.txt in --manual_dir): trained on every labelled phrase of the training trees, early-stopped
+on the dev sentences (`dev_split`, 1,101 and 872), scored on the test sentences (2,210 and
+1,821); `sst2_trees` drops neutral. `sst2` is GLUE's: its train split is the 67,349 phrases and
 sentences Kim also trained on, but GLUE hides the labels of the 1,821-sentence test set on which
 Kim reported SST-2 (Table 2), so the eval split is the 872-sentence validation (SST's dev) set
 and the numbers are not comparable to his. `imdb_reviews` is the larger modern set (Maas et al.
@@ -102,6 +108,7 @@ class DatasetInfo:
     pipeline: str  # augmentation family, one of PIPELINES
     manual_download: bool = False  # True: the archives must be placed in --manual_dir
     manual_files: tuple[str, ...] = ()  # the archives a manual download needs
+    manual_subdir: str = ""  # the folder they extract to, also accepted inside --manual_dir
     offline_dirs: tuple[str, ...] = ()  # folders that may already hold the raw source files
     system_package: str = ""  # Debian/Ubuntu package that installs the files in offline_dirs
     resize_size: int | None = None  # eval: shorter side resized to this before the centre crop
@@ -217,6 +224,7 @@ DATASETS: dict[str, DatasetInfo] = {
             eval_split="test",  # the held-out fold
             manual_download=True,
             manual_files=("rt-polarity.pos", "rt-polarity.neg"),
+            manual_subdir="rt-polaritydata",
             homepage="https://www.cs.cornell.edu/people/pabo/movie-review-data/",
             clean="kim",
             cv_folds=10,
@@ -271,6 +279,34 @@ DATASETS: dict[str, DatasetInfo] = {
             homepage="https://github.com/facebookresearch/SentEval",
             clean="kim",
             cv_folds=10,
+            builder_module=TEXT_BUILDERS,
+        ),
+        _text_set(
+            name="sst1",
+            tfds_name="cnnjax_sst1",
+            num_classes=5,
+            train_split="train",  # every labelled phrase of the training trees
+            eval_split="test",
+            dev_split="validation",
+            manual_download=True,
+            manual_files=("train.txt", "dev.txt", "test.txt"),
+            manual_subdir="trees",
+            homepage="https://nlp.stanford.edu/sentiment/",
+            clean="sst",
+            builder_module=TEXT_BUILDERS,
+        ),
+        _text_set(
+            name="sst2_trees",
+            tfds_name="cnnjax_sst2_trees",
+            num_classes=2,
+            train_split="train",  # every non-neutral phrase of the training trees
+            eval_split="test",
+            dev_split="validation",
+            manual_download=True,
+            manual_files=("train.txt", "dev.txt", "test.txt"),
+            manual_subdir="trees",
+            homepage="https://nlp.stanford.edu/sentiment/",
+            clean="sst",
             builder_module=TEXT_BUILDERS,
         ),
         _text_set(

@@ -175,6 +175,12 @@ def _local_source_dir(
 
 
 def _check_manual_files(info: DatasetInfo, manual_dir: str) -> None:
+    """The manual files must be in manual_dir, or all in the subfolder their archive makes."""
+    nested = os.path.join(manual_dir, info.manual_subdir)
+    if info.manual_subdir and all(
+        os.path.isfile(os.path.join(nested, f)) for f in info.manual_files
+    ):
+        return
     missing = [f for f in info.manual_files if not os.path.isfile(os.path.join(manual_dir, f))]
     if missing:
         raise ManualFilesMissingError(

@@ -1,5 +1,5 @@
 """cnnjax's own tfds builders for Kim's (2014) manually downloaded sentence datasets: MR,
-TREC, Subj, CR and MPQA.
+TREC, Subj, CR, MPQA, and SST-1 / SST-2 from the treebank's PTB trees.
 
 tfds ships no MR builder, and its `trec` builder downloads from cogcomp.org with recorded
 checksums and keeps the fine labels; these read the files from `--manual_dir` instead and store
@@ -14,6 +14,10 @@ at load time, `cnnjax.data.preprocess.sentence_tokens`).
 |                     | plot.tok.gt9.5000 (objective)    |                            |          |
 | cnnjax_cr           | custrev.pos, custrev.neg         | train (3,775)              | neg, pos |
 | cnnjax_mpqa         | mpqa.pos, mpqa.neg               | train (10,606)             | neg, pos |
+| cnnjax_sst1         | train.txt, dev.txt, test.txt     | train (phrases), validation| 5 fine   |
+|                     | (SST's PTB trees)                | (1,101), test (2,210)      |          |
+| cnnjax_sst2_trees   | the same trees                   | train (phrases), validation| neg, pos |
+|                     |                                  | (872), test (1,821)        |          |
 
 MR, Subj, CR and MPQA are each two files of sentences, one per line (label 1 the first file,
 label 0 the second), read by one builder class, `SentencePairBuilder`; they have no test split:
@@ -29,6 +33,11 @@ each is stored whole as 'train' and cross-validated at load time (10 folds, as K
 * MPQA: the opinion polarity subtask of the MPQA corpus (Wiebe et al. 2005), as in SentEval's
   data/downstream/MPQA: 10,606 phrases in all.
 
+SST (Socher et al. 2013) comes as PTB-format trees, one sentence a line, every node labelled
+0-4 (`parse_sst_tree`). As Kim, the models train on every labelled phrase of the training
+trees (each distinct phrase once; each sentence is a phrase) and are scored on whole sentences
+of the dev and test trees; SST-2 drops neutral (2) and maps 0-1 to negative, 3-4 to positive.
+
 The counts are the usual published ones (Kim 2014, Table 1; SentEval), not verified here: these
 builders download nothing. All the files are read as latin-1 (any byte decodes; Kim's
 cleaning keeps ASCII only), split on b"\n" alone.
@@ -43,6 +52,7 @@ imports tensorflow_datasets but not TensorFlow.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
@@ -297,3 +307,181 @@ class Trec(tfds.core.GeneratorBasedBuilder):
         """(line index, example) for every question of one file."""
         for key, (question, coarse) in enumerate(read_trec(path)):
             yield key, {"text": question, "label": coarse}
+
+
+# ---------------------------------------------------------------------------------------------
+# SST (Socher et al. 2013) from its PTB-format trees: Kim's SST-1 and SST-2 protocol.
+
+SST_FILES = ("train.txt", "dev.txt", "test.txt")  # trees/ of trainDevTestTrees_PTB.zip
+SST_HOMEPAGE = "https://nlp.stanford.edu/sentiment/"
+SST_HINT = (
+    "--manual_dir must hold train.txt, dev.txt and test.txt (the trees/ folder of "
+    f"trainDevTestTrees_PTB.zip from {SST_HOMEPAGE}), or the folder holding trees/"
+)
+SST_FINE = ("very negative", "negative", "neutral", "positive", "very positive")
+_PTB_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+_PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]"}
+SST_CITATION = """@inproceedings{socher2013recursive,
+  title={Recursive deep models for semantic compositionality over a sentiment treebank},
+  author={Socher, Richard and Perelygin, Alex and Wu, Jean and Chuang, Jason and Manning,
+          Christopher D and Ng, Andrew and Potts, Christopher},
+  booktitle={EMNLP},
+  year={2013}
+}"""
+
+
+def parse_sst_tree(line: str) -> list[tuple[int, str]]:
+    """(label 0-4, phrase) of every node of one PTB-format SST tree, the whole sentence first.
+
+    "(3 (2 It) (4 (4 works) (2 .)))" gives [(3, "It works ."), (2, "It"), (4, "works ."), ...]
+    in the order nodes open; -LRB-/-RRB- become brackets. Malformed input raises ValueError.
+    """
+    tokens = _PTB_TOKEN.findall(line)
+    nodes: list[tuple[int, list[str]]] = []  # (label, words) in opening order
+    open_nodes: list[int] = []
+    expect_label = False
+    for token in tokens:
+        if token == "(":
+            if nodes and not open_nodes:
+                raise ValueError("text after the end of the tree")
+            nodes.append((-1, []))
+            open_nodes.append(len(nodes) - 1)
+            expect_label = True
+        elif token == ")":
+            if not open_nodes or nodes[open_nodes[-1]][0] < 0:
+                raise ValueError("unbalanced ')'")
+            open_nodes.pop()
+        elif expect_label:
+            if token not in "01234" or len(token) != 1:
+                raise ValueError(f"label {token!r} is not 0-4")
+            nodes[open_nodes[-1]] = (int(token), nodes[open_nodes[-1]][1])
+            expect_label = False
+        else:
+            if not open_nodes:
+                raise ValueError(f"word {token!r} outside the tree")
+            for index in open_nodes:
+                nodes[index][1].append(_PTB_ESCAPES.get(token, token))
+    if not nodes or open_nodes:
+        raise ValueError("empty or unclosed tree")
+    return [(label, " ".join(words)) for label, words in nodes]
+
+
+def _sst_folder(folder: str) -> str:
+    """`folder`, or its `trees` subfolder when the files are only there."""
+    nested = os.path.join(folder, "trees")
+    here = os.path.isfile(os.path.join(folder, SST_FILES[0]))
+    return nested if not here and os.path.isfile(os.path.join(nested, SST_FILES[0])) else folder
+
+
+def read_sst_trees(path: str | os.PathLike) -> list[list[tuple[int, str]]]:
+    """The parsed trees of one SST file (`parse_sst_tree` per line; UTF-8, blank lines skipped).
+
+    A missing, empty or malformed file raises `TextDataError` naming it (and the line).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().split("\n")
+    except FileNotFoundError:
+        raise text.TextDataError(f"{path} not found: {SST_HINT}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise text.TextDataError(f"{path} unreadable ({error}): {SST_HINT}") from None
+    trees = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            trees.append(parse_sst_tree(line))
+        except ValueError as error:
+            raise text.TextDataError(
+                f"{path} line {number} is not an SST tree ({error}): {line[:60]!r}"
+            ) from None
+    if not trees:
+        raise text.TextDataError(f"{path} is empty: {SST_HINT}")
+    return trees
+
+
+class SstTreesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """SST from its PTB trees as Kim (2014) used it: phrases to train on, sentences to test.
+
+    'train' holds every distinct labelled phrase of the training trees (each sentence is one);
+    'validation' and 'test' hold the whole sentences of dev.txt and test.txt. A subclass sets
+    `LABELS` and `label_of(fine)`, which maps SST's 0-4 to a class or None (left out).
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    LABELS: tuple[str, ...] = ()
+    DESCRIPTION = ""
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        f"Download trainDevTestTrees_PTB.zip from {SST_HOMEPAGE}, extract it and pass the "
+        "trees/ folder (train.txt, dev.txt, test.txt) as --manual_dir."
+    )
+
+    @staticmethod
+    def label_of(fine: int) -> int | None:
+        raise NotImplementedError
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        """Text and label (`LABELS`)."""
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict(
+                {
+                    "text": tfds.features.Text(),
+                    "label": tfds.features.ClassLabel(names=list(self.LABELS)),
+                }
+            ),
+            supervised_keys=("text", "label"),
+            homepage=SST_HOMEPAGE,
+            citation=SST_CITATION,
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
+        """'train' (phrases) from train.txt, 'validation' and 'test' (sentences) from the rest."""
+        folder = _sst_folder(os.fspath(dl_manager.manual_dir))
+        train, dev, test = (os.path.join(folder, name) for name in SST_FILES)
+        return {
+            "train": self._generate_examples(train, phrases=True),
+            "validation": self._generate_examples(dev, phrases=False),
+            "test": self._generate_examples(test, phrases=False),
+        }
+
+    def _generate_examples(self, path: str, phrases: bool) -> Iterator[tuple[int, dict]]:
+        """(index, example) per kept sentence, or per distinct kept phrase when `phrases`."""
+        seen: set[str] = set()
+        key = 0
+        for tree in read_sst_trees(path):
+            for fine, phrase in tree if phrases else tree[:1]:
+                label = self.label_of(fine)
+                if label is None or phrase in seen:
+                    continue
+                seen.add(phrase)
+                yield key, {"text": phrase, "label": label}
+                key += 1
+
+
+class Sst1(SstTreesBuilder):
+    """SST-1: five classes, very negative to very positive (Kim 2014, Table 1)."""
+
+    name = "cnnjax_sst1"
+    RELEASE_NOTES = {"1.0.0": "PTB trees: train phrases, dev/test sentences, 5 classes."}
+    LABELS = SST_FINE
+    DESCRIPTION = "Stanford Sentiment Treebank, fine-grained (SST-1 in Kim 2014)."
+
+    @staticmethod
+    def label_of(fine: int) -> int | None:
+        return fine
+
+
+class Sst2Trees(SstTreesBuilder):
+    """SST-2 as Kim: neutral phrases and sentences removed, the rest negative or positive."""
+
+    name = "cnnjax_sst2_trees"
+    RELEASE_NOTES = {"1.0.0": "PTB trees: train phrases, dev/test sentences, neutral dropped."}
+    LABELS = ("negative", "positive")
+    DESCRIPTION = "Stanford Sentiment Treebank, binary, neutral removed (SST-2 in Kim 2014)."
+
+    @staticmethod
+    def label_of(fine: int) -> int | None:
+        return None if fine == 2 else int(fine > 2)
