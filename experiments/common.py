@@ -125,6 +125,15 @@ flags.DEFINE_integer(
     None,
     "stop after this many evaluations without a better dev top-1 (0: train on, keep the best)",
 )
+flags.DEFINE_string(
+    "sweep",
+    None,
+    "text sets: Zhang & Wallace's sensitivity study of one field (windows, feature_maps, "
+    "activation, pooling, dropout, max_norm), each value cross-validated; with --values",
+)
+flags.DEFINE_string(
+    "values", None, "--sweep's values, separated by ';' (e.g. 3;5;7;3,4,5 or 50;100;200)"
+)
 flags.DEFINE_enum("freeze", None, ["", "backbone"], "backbone: train only the classifier head")
 flags.DEFINE_integer("workers", None, "data-loading worker processes (0: in-process)")
 flags.DEFINE_boolean(
@@ -206,6 +215,17 @@ def run(dataset: str, default_model: str) -> None:
 
         config = config_from_flags(dataset, default_model)
         model_spec(config.model)  # unknown model: one line with the list
+        if FLAGS.sweep or FLAGS.values:
+            from cnnjax.train import sensitivity
+
+            if not (FLAGS.sweep and FLAGS.values) or FLAGS.cv:
+                raise ConfigError("--sweep needs --values (and runs its own folds: drop --cv)")
+            values = sensitivity.parse_values(FLAGS.sweep, FLAGS.values)
+            points = sensitivity.run_sweep(
+                config, FLAGS.sweep, values, allow_config_change=FLAGS.allow_config_change
+            )
+            print(sensitivity.table(FLAGS.sweep, points))
+            return
         if FLAGS.cv:
             from cnnjax.train.cross_validation import run_folds
 
