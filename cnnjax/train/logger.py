@@ -9,9 +9,14 @@ from typing import Any
 
 
 class RunLogger:
-    """Appends one JSON object per log/eval event and mirrors scalars to TensorBoard."""
+    """Appends one JSON object per log/eval event and mirrors scalars to TensorBoard.
 
-    def __init__(self, workdir: str | Path, enabled: bool = True):
+    `start_step`: the step the run starts (or resumes) from. Events logged after it by an
+    interrupted session, whose checkpoint was lost, are dropped from metrics.jsonl and purged
+    from TensorBoard, so each step's events appear once, as the resumed run logs them again.
+    """
+
+    def __init__(self, workdir: str | Path, enabled: bool = True, start_step: int = 0):
         self.workdir = Path(workdir)
         self.enabled = enabled
         self.start = time.time()
@@ -20,7 +25,20 @@ class RunLogger:
             from tensorboardX import SummaryWriter
 
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(str(self.workdir / "tensorboard"))
+            self._drop_events_after(start_step)
+            self._writer = SummaryWriter(
+                str(self.workdir / "tensorboard"), purge_step=start_step + 1
+            )
+
+    def _drop_events_after(self, step: int) -> None:
+        """Rewrite metrics.jsonl without the events of steps after `step` (atomically)."""
+        events = read_metrics(self.metrics_path)
+        kept = [e for e in events if e["step"] <= step]
+        if len(kept) == len(events):
+            return
+        partial = self.metrics_path.with_suffix(".jsonl.tmp")
+        partial.write_text("".join(json.dumps(e) + "\n" for e in kept))
+        partial.replace(self.metrics_path)
 
     @property
     def metrics_path(self) -> Path:

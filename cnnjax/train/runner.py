@@ -377,7 +377,7 @@ def _train(
         (Path(config.workdir) / "config.json").write_text(config.to_json())
         if text is not None:
             (Path(config.workdir) / TEXT_FILE).write_text(text.to_json())
-    logger = RunLogger(config.workdir, enabled=is_main)
+    logger = RunLogger(config.workdir, enabled=is_main, start_step=start_step)
     lr = base_learning_rate(config)
     logging.info(
         "%s on %s: %d steps (%d/epoch), global batch %d over %d devices, lr %g%s",
@@ -393,7 +393,7 @@ def _train(
     if text is None:
         logging.info("%s", describe_normalization(config, *normalization(config, info)))
     dev = dev_split(config)
-    scores = Scores.from_events(read_metrics(logger.metrics_path), start_step, dev is not None)
+    scores = Scores.from_events(read_metrics(logger.metrics_path), dev is not None)
     pending: list[dict[str, jax.Array]] = []
     eval_batch = EVAL_BATCH_PER_DEVICE * jax.local_device_count()
     t0, images_seen, preempted = time.time(), 0, False
@@ -547,7 +547,7 @@ class Scores:
     after a new best dev evaluation (`best_dev`; ties go to the later one, as in Kim's code),
     so `latest` is the test score at the best dev score; `evals_since_best` counts the dev
     evaluations since the last strictly better one (a tie is selected but is no progress).
-    Rebuilt from metrics.jsonl on resume, up to the restored step.
+    Rebuilt from metrics.jsonl on resume.
     """
 
     with_dev: bool
@@ -558,11 +558,11 @@ class Scores:
     evals_since_best: int = 0
 
     @classmethod
-    def from_events(cls, events: list[dict[str, Any]], upto_step: int, with_dev: bool) -> Scores:
-        """The scores of the evaluations logged up to `upto_step` (later ones were not saved)."""
+    def from_events(cls, events: list[dict[str, Any]], with_dev: bool) -> Scores:
+        """The scores of the evaluations logged so far (the logger dropped unsaved ones)."""
         scores = cls(with_dev)
         for event in events:
-            if event["split"] in (EVAL, DEV) and event["step"] <= upto_step:
+            if event["split"] in (EVAL, DEV):
                 scores.record(event["split"], event)
         return scores
 
