@@ -126,6 +126,24 @@ def _text_set(**fields: Any) -> DatasetInfo:
     return DatasetInfo(image_size=0, channels=0, mean=(), std=(), pipeline="text", **fields)
 
 
+def _sst_set(name: str, tfds_name: str, num_classes: int) -> DatasetInfo:
+    """SST from its PTB trees (ours): train on phrases, early-stop on dev, test on sentences."""
+    return _text_set(
+        name=name,
+        tfds_name=tfds_name,
+        num_classes=num_classes,
+        train_split="train",  # every labelled phrase of the training trees
+        eval_split="test",
+        dev_split="validation",
+        manual_download=True,
+        manual_files=("train.txt", "dev.txt", "test.txt"),
+        manual_subdir="trees",
+        homepage="https://nlp.stanford.edu/sentiment/",
+        clean="sst",
+        builder_module=TEXT_BUILDERS,
+    )
+
+
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
@@ -281,34 +299,8 @@ DATASETS: dict[str, DatasetInfo] = {
             cv_folds=10,
             builder_module=TEXT_BUILDERS,
         ),
-        _text_set(
-            name="sst1",
-            tfds_name="cnnjax_sst1",
-            num_classes=5,
-            train_split="train",  # every labelled phrase of the training trees
-            eval_split="test",
-            dev_split="validation",
-            manual_download=True,
-            manual_files=("train.txt", "dev.txt", "test.txt"),
-            manual_subdir="trees",
-            homepage="https://nlp.stanford.edu/sentiment/",
-            clean="sst",
-            builder_module=TEXT_BUILDERS,
-        ),
-        _text_set(
-            name="sst2_trees",
-            tfds_name="cnnjax_sst2_trees",
-            num_classes=2,
-            train_split="train",  # every non-neutral phrase of the training trees
-            eval_split="test",
-            dev_split="validation",
-            manual_download=True,
-            manual_files=("train.txt", "dev.txt", "test.txt"),
-            manual_subdir="trees",
-            homepage="https://nlp.stanford.edu/sentiment/",
-            clean="sst",
-            builder_module=TEXT_BUILDERS,
-        ),
+        _sst_set("sst1", "cnnjax_sst1", num_classes=5),
+        _sst_set("sst2_trees", "cnnjax_sst2_trees", num_classes=2),  # neutral dropped
         _text_set(
             name="sst2",
             # Phrases and sentences for training, as Kim; GLUE hides the test labels, so the

@@ -145,6 +145,26 @@ def read_trec(path: str | os.PathLike) -> list[tuple[str, str]]:
     return examples
 
 
+def labelled_text_info(
+    builder: tfds.core.DatasetBuilder,
+    labels: tuple[str, ...],
+    description: str,
+    homepage: str,
+    citation: str,
+) -> tfds.core.DatasetInfo:
+    """The features every builder here stores: the raw sentence and its class label."""
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=description,
+        features=tfds.features.FeaturesDict(
+            {"text": tfds.features.Text(), "label": tfds.features.ClassLabel(names=list(labels))}
+        ),
+        supervised_keys=("text", "label"),
+        homepage=homepage,
+        citation=citation,
+    )
+
+
 class SentencePairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Two files of sentences, one per line: the first labelled 1, the second 0.
 
@@ -169,19 +189,7 @@ class SentencePairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def _info(self) -> tfds.core.DatasetInfo:
         """Text and label (`LABELS`); no test split, Kim cross-validates."""
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self.DESCRIPTION,
-            features=tfds.features.FeaturesDict(
-                {
-                    "text": tfds.features.Text(),
-                    "label": tfds.features.ClassLabel(names=list(self.LABELS)),
-                }
-            ),
-            supervised_keys=("text", "label"),
-            homepage=self.HOMEPAGE,
-            citation=self.CITATION,
-        )
+        return labelled_text_info(self, self.LABELS, self.DESCRIPTION, self.HOMEPAGE, self.CITATION)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         """One 'train' split with every sentence."""
@@ -281,18 +289,12 @@ class Trec(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         """Text and coarse label (ABBR DESC ENTY HUM LOC NUM)."""
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Questions labelled with their answer type (TREC in Kim 2014).",
-            features=tfds.features.FeaturesDict(
-                {
-                    "text": tfds.features.Text(),
-                    "label": tfds.features.ClassLabel(names=list(TREC_CLASSES)),
-                }
-            ),
-            supervised_keys=("text", "label"),
-            homepage="https://cogcomp.seas.upenn.edu/Data/QA/QC/",
-            citation=TREC_CITATION,
+        return labelled_text_info(
+            self,
+            TREC_CLASSES,
+            "Questions labelled with their answer type (TREC in Kim 2014).",
+            "https://cogcomp.seas.upenn.edu/Data/QA/QC/",
+            TREC_CITATION,
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
@@ -423,19 +425,7 @@ class SstTreesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _info(self) -> tfds.core.DatasetInfo:
         """Text and label (`LABELS`)."""
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self.DESCRIPTION,
-            features=tfds.features.FeaturesDict(
-                {
-                    "text": tfds.features.Text(),
-                    "label": tfds.features.ClassLabel(names=list(self.LABELS)),
-                }
-            ),
-            supervised_keys=("text", "label"),
-            homepage=SST_HOMEPAGE,
-            citation=SST_CITATION,
-        )
+        return labelled_text_info(self, self.LABELS, self.DESCRIPTION, SST_HOMEPAGE, SST_CITATION)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         """'train' (phrases) from train.txt, 'validation' and 'test' (sentences) from the rest."""
