@@ -178,6 +178,56 @@ def test_kill_minus_9_mid_run_then_resume_is_bit_identical(straight, tmp_path):
     assert not [p for p in ckpts.iterdir() if "tmp" in p.name]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_processes(processes: int, *flags: str) -> list[str]:
+    """`processes` copies of the MR run joined by jax.distributed; their stderr texts."""
+    port, procs = _free_port(), []
+    for index in range(processes):
+        env = _env()
+        if processes > 1:
+            env.update(
+                CNNJAX_COORDINATOR=f"127.0.0.1:{port}",
+                CNNJAX_NUM_PROCESSES=str(processes),
+                CNNJAX_PROCESS_ID=str(index),
+            )
+        procs.append(
+            subprocess.Popen(
+                _command(*flags), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True,
+            )
+        )  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, stderr) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, stderr[-3000:]
+    return [stderr for _, stderr in outs]
+
+
+@pytest.mark.slow
+def test_a_text_run_resumes_on_two_processes_as_the_same_run(straight, tmp_path):
+    (reference, flags), elastic = straight, tmp_path / "elastic"
+    last = 3 * STEPS_PER_EPOCH
+    _run_processes(1, *flags, "--max_steps=6", f"--workdir={elastic}")
+    logs = _run_processes(2, *flags, f"--workdir={elastic}")
+    assert f"resumed {elastic} from step 6" in logs[0]
+    assert "the data position carries over exactly" in logs[0]
+    # The same global batches in the same order (half on each process), the same dev set and
+    # selection: the same run, up to float reassociation in the 2-process gradient all-reduce.
+    for a, b in zip(_leaves(reference, last), _leaves(elastic, last), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    dev = [
+        [e["examples"] for e in _events(run) if e["split"] == "dev"] for run in (reference, elastic)
+    ]
+    assert dev[0] == dev[1] == [27, 27, 27]
+    assert saved_text_inputs(elastic) == saved_text_inputs(reference)
+
+
 def _word2vec_file(path: Path) -> dict[str, np.ndarray]:
     """A word2vec binary with DIM-d vectors for part of the vocabulary (and 2 words not in it)."""
     rng = np.random.default_rng(7)

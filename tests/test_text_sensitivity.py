@@ -45,7 +45,11 @@ def test_every_run_of_every_value_is_checked_before_training():
 
 
 @pytest.mark.slow
-def test_sweep_cross_validates_each_value_and_resumes(mr_data, tmp_path):  # noqa: F811
+def test_sweep_cross_validates_each_value_and_resumes(mr_data, tmp_path, monkeypatch):  # noqa: F811
+    # 20 runs of two shapes: a persistent XLA cache lets all but the first of each reuse its
+    # compiled steps (on 2 shared cores compiling is most of a 1-epoch run).
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     workdir = tmp_path / "sweep"
     flags = ("--sweep=pooling", "--values=max;kmax-2", "--epochs=1", "--feature_maps=8")
     run = _run(*flags, f"--data_dir={mr_data}", f"--workdir={workdir}")
