@@ -8,9 +8,10 @@ Training (`train=True`), per process `k` of `n`::
 
 One global stream, the same for any process count: the shuffle is re-drawn each epoch from
 (seed, epoch), and the augmentation of stream position i draws from grain's per-index
-generator, a function of (seed, i). Process `k` takes every n-th position of it, so the
-processes' shards are disjoint, each epoch's union is the whole split, and global batch s
-(the union of every process's batch s) is stream positions [s·B, (s+1)·B) for any `n`.
+generator, a function of (seed, i). Global batch s is stream positions [s·B, (s+1)·B) and
+process `k` reads its k-th block of batch_size rows, so the processes' shards are disjoint,
+each epoch's union is the whole split, and the global batch has the same rows in the same
+order for any `n` (so do per-row random draws in the step, such as dropout masks).
 
 Evaluation (`train=False`), process `k` reads examples k, k+n, ... in order, padded to the
 same number of batches on every process; `mask` is False for padding (and for undecodable
@@ -583,20 +584,24 @@ def make_loader(
                 f"{name}/{split} has {len(source)} examples, fewer than the {shard_count} "
                 "processes; use fewer processes or a larger split"
             )
+        # Global batch s is stream positions [sB, (s+1)B); process k reads its k-th block of
+        # `batch_size` rows, so the global batch has the same rows in the same order for any
+        # process count (row-wise randomness such as dropout masks follows the row). A finite
+        # stream keeps its last partial batch, whose rows may complete one after skipped images.
         stream = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
-        examples = stream.random_map(preprocess.train)[shard_index::shard_count]
+        examples = stream.random_map(preprocess.train)
+        batches = examples.batch(batch_size, drop_remainder=num_epochs is None)
+        batches = batches[shard_index::shard_count]
         num_batches = None
     else:
         padded = PaddedShard(source, shard_index, shard_count, batch_size)
         examples = grain.MapDataset.source(padded).map(preprocess.eval)
+        batches = examples.batch(batch_size, drop_remainder=True)
         num_batches = padded.num_batches
     # Batching before to_iter_dataset makes a whole batch one grain task (and mp_prefetch
     # workers hand over whole batches): several times less overhead than prefetching single
-    # examples, and batch k is the same for any number of workers. A finite training stream
-    # keeps its last partial batch, whose rows may complete a batch after skipped images.
-    keep_partial = train and num_epochs is not None
-    stream = examples.batch(batch_size, drop_remainder=not keep_partial)
-    stream = stream.to_iter_dataset(read_options)
+    # examples, and batch k is the same for any number of workers.
+    stream = batches.to_iter_dataset(read_options)
     if workers > 0:
         _ensure_flags_parsed()
         # Batches cross from the workers through reused shared-memory slots (batch_slots).
