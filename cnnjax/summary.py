@@ -163,9 +163,10 @@ def summarize(
 
     leaves = [c for c in calls if c.is_leaf]
     input_row = LayerRow("input", "Input", shape, 0, 0, int(np.prod(shape, dtype=np.int64)))
-    rows = [input_row] + [_row(c.path, c.kind, c.output_shape, [c]) for c in leaves]
+    own = _own_param_rows(variables.get("params", {}), calls)
+    rows = [input_row, *own] + [_row(c.path, c.kind, c.output_shape, [c]) for c in leaves]
     if depth is not None:
-        rows = [input_row] + _group(calls, leaves, depth)
+        rows = [input_row, *own] + _group(calls, leaves, depth)
     stats = variables.get("batch_stats", {})
     return ModelSummary(
         model=name,
@@ -177,6 +178,16 @@ def summarize(
         total_activations=input_row.activations + sum(_memory(c) for c in leaves),
         bytes_per_value=jnp.dtype(dtype).itemsize,
     )
+
+
+def _own_param_rows(params: dict[str, Any], calls: list[_Call]) -> list[LayerRow]:
+    """A row per parameter the model holds itself, outside its layers (textcnn's embedding)."""
+    in_layers = {c.path[0] for c in calls if c.path}
+    return [
+        LayerRow(name, "Param", tuple(value.shape), _size(value), 0, 0)
+        for name, value in params.items()
+        if name not in in_layers and not isinstance(value, dict)
+    ]
 
 
 def _memory(call: _Call) -> int:

@@ -52,6 +52,19 @@ def test_vgg16_totals_match_the_cs231n_rows():
     assert fc6.params == 102_764_544
 
 
+def test_textcnn_shows_its_embedding_apart_from_kims_count():
+    summary = summarize("textcnn", vocab_size=1_000, embed_dim=50)
+    rows = {r.name: r for r in summary.rows}
+    assert rows["embedding"].params == 1_000 * 50 and rows["embedding"].output_shape == (1_000, 50)
+    layers = sum(r.params for r in summary.rows if r.name != "embedding")
+    assert layers == sum(h * 50 * 100 + 100 for h in (3, 4, 5)) + 300 * 2 + 2
+    assert summary.total_params == layers + 50_000  # every row counted once
+    assert rows["conv_h3"].macs == (64 + 8 - 2) * 3 * 50 * 100  # 4 padding tokens a side
+    # Kim's count (model_zoo.md §10) at 300-d: 360,902 params besides the embedding.
+    kim = summarize("textcnn")
+    assert kim.total_params - next(r for r in kim.rows if r.name == "embedding").params == 360_902
+
+
 def test_reference_gmacs():
     # model_zoo.md §1 [CALC], matching torchvision's _ops to 4 digits.
     assert summarize("resnet50").total_macs / 1e9 == pytest.approx(4.0892, abs=1e-4)
