@@ -210,7 +210,12 @@ def test_every_numeric_field_has_a_range():
         if any(kind in str(f.type) for kind in ("int", "float"))
     }
     per_channel = {"mean", "std"}  # checked against the image channels instead
-    assert numeric == set(validation.RANGES) | set(validation.BOUNDARIES) | per_channel
+    windows = {"windows"}  # distinct sizes >= 1: checked with the other text flags
+    assert numeric == set(validation.RANGES) | set(validation.BOUNDARIES) | per_channel | windows
+    with pytest.raises(validation.ConfigError, match="--windows=3,3: give distinct window sizes"):
+        validation.validate_config(
+            TrainConfig(model="textcnn", dataset="trec", windows=(3, 3)), processes=1
+        )
 
 
 def test_the_choices_are_the_optimizer_s():
