@@ -14,6 +14,7 @@ full cell (25 epochs × 10 folds) takes at that speed. Results go to docs/benchm
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -94,6 +95,7 @@ def _time_variant(variant: str, data_dir: Path, vectors: Path, workdir: Path) ->
 
 def main(argv: list[str]) -> None:
     del argv
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data_dir, vectors = _write_data(root)
@@ -111,6 +113,11 @@ def main(argv: list[str]) -> None:
         first = row["wall"] - (FLAGS.epochs - 1) * row["per_epoch"]
         cell = folds * (first + (epochs - 1) * row["per_epoch"]) / 3600
         lines.append(f"| {row['variant']} | {first:.1f} | {row['per_epoch']:.1f} | {cell:.2f} |")
+    lines += [
+        "",
+        f"Load average (1 min) on this machine: {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; the times scale with whatever else runs.",
+    ]
     body = "\n".join(lines)
     print(body)
     if FLAGS.write_docs:
