@@ -38,6 +38,7 @@ from cnnjax.train.logger import RunLogger, plot_curves, read_metrics
 from cnnjax.train.optim import base_learning_rate, make_optimizer, total_steps
 from cnnjax.train.run_inputs import (
     EVAL_BATCH_PER_DEVICE,
+    device_normalization,
     fake_spec,
     make_run_loader,
     normalization,
@@ -201,20 +202,23 @@ def evaluate(
     local_batch: int,
     stop: Callable[[], bool] = lambda: False,
     text: Any = None,
+    loader: cdata.Loader | None = None,
 ) -> dict[str, float] | None:
     """top-1/top-5/loss over every example of the eval split (padded batches with a mask).
 
     None when `stop()` turns true between batches (a preemption notice on one process).
+    `loader`: the run's eval loader, built once and rewound here (default: built now).
     """
-    info = cdata.dataset_info(config.dataset)
-    loader = make_run_loader(
-        config,
-        info.eval_split,
-        train=False,
-        batch_size=local_batch,
-        image_size=image_size,
-        text=text,
-    )
+    if loader is None:
+        loader = make_run_loader(
+            config,
+            cdata.dataset_info(config.dataset).eval_split,
+            train=False,
+            batch_size=local_batch,
+            image_size=image_size,
+            text=text,
+        )
+    loader.rewind()
     totals = None
     for batch in loader:
         if stop():
@@ -335,7 +339,7 @@ def _train(
         **(model_overrides(config, text) if text else {}),
     )
     optimizer = make_optimizer(config, steps_per_epoch)
-    steps = Steps(model, optimizer, config, mesh)
+    steps = Steps(model, optimizer, config, mesh, normalization=device_normalization(config, info))
     train_iter = make_run_loader(
         config,
         info.train_split,
@@ -392,11 +396,20 @@ def _train(
     final_eval = None
     pending: list[dict[str, jax.Array]] = []
     eval_batch = EVAL_BATCH_PER_DEVICE * jax.local_device_count()
+    eval_loader = make_run_loader(  # built once, rewound at each evaluation
+        config,
+        info.eval_split,
+        train=False,
+        batch_size=eval_batch,
+        image_size=image_size,
+        text=text,
+    )
+    batches = steps.prefetch(train_iter)  # transfers overlap the steps; the state stays exact
     t0, images_seen, preempted = time.time(), 0, False
     bar = _Progress(is_main, steps_per_epoch, start_step, num_steps)
 
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
-        checkpoints.save(step, state, train_iter, config, metrics)
+        checkpoints.save(step, state, batches, config, metrics)
 
     def check_finite(values: dict[str, float], step: int) -> None:
         if not math.isfinite(values["loss"]):
@@ -414,8 +427,7 @@ def _train(
         step = start_step
         try:
             while step < num_steps:
-                batch = next(train_iter)
-                state, metrics = steps.train(state, steps.to_global(batch))
+                state, metrics = steps.train(state, next(batches))
                 pending.append(metrics)
                 step += 1
                 images_seen += config.batch_size
@@ -442,6 +454,7 @@ def _train(
                         eval_batch,
                         stop=preemption.between_eval_batches,
                         text=text,
+                        loader=eval_loader,
                     )
                     if evaluated is None:  # a notice came during the evaluation: save and stop
                         save(step)
@@ -463,6 +476,7 @@ def _train(
                     preempted = True
                     break
         finally:
+            batches.close()
             bar.close()
             checkpoints.close()
             logger.close()
