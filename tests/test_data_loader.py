@@ -402,6 +402,25 @@ def test_eval_padding_gives_each_process_the_same_steps_and_every_example_once()
     )
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_rewound_eval_loader_repeats_its_pass(workers):
+    # The runner builds its eval loader once and rewinds it before every evaluation.
+    spec = data.FakeSpec(eval_examples=11, num_classes=3)
+    loader = data.make_loader(
+        "fake", "test", batch_size=4, train=False, image_size=5, fake=spec, workers=workers
+    )
+    try:
+        first = list(loader)
+        loader.rewind()
+        second = list(loader)
+    finally:
+        loader.close()
+    assert len(first) == 3 and sum(int(b["mask"].sum()) for b in first) == 11
+    assert len(second) == len(first)
+    for a, b in zip(first, second, strict=True):
+        _assert_batches_equal(a, b)
+
+
 def test_workers_give_the_same_batches_and_resume(tmp_path):
     spec = data.FakeSpec(train_examples=50)
     kwargs = dict(batch_size=4, train=True, image_size=8, fake=spec, seed=9)
