@@ -38,7 +38,7 @@ Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean
 
 
 def device_inputs(batch: Batch, normalization: Normalization | None, dtype: Any) -> Batch:
-    """The model's input from a raw-pixel batch: `(x [+ lighting]) / 255 - mean) / std` in `dtype`.
+    """The model's input from raw pixels: `((x [+ lighting]) / 255 - mean) / std` in `dtype`.
 
     The same float32 arithmetic as the host's `augment.normalize`, so results match it within
     float rounding; None (token ids, or images normalised already) passes the batch through.
