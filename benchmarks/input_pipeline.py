@@ -1,10 +1,20 @@
-"""ImageNet-style training preprocessing throughput: cnnjax (grain) vs a tf.data reference.
+"""ImageNet-style training input throughput: cnnjax (grain) vs the flax example's tf.data.
 
-    python benchmarks/input_pipeline.py [--workers=1,2] [--images=3200] [--repeats=3]
+    python benchmarks/input_pipeline.py [--measure=training,views] [--workers=1,2]
+        [--sets=2400,96] [--images=3200] [--repeats=3]
 
-Every pipeline turns the same synthetic ImageNet-like JPEGs (about 500x375, about 100 KB) into
-batches of 224x224x3 uint8 training views (random-resized crop, area 8-100 %, aspect 3/4-4/3,
-random flip):
+`--measure=training` (the default) times what training consumes: the loader exactly as the
+runner builds it (`make_run_loader`: uint8 views of a prepared `imagenet2012`, shuffled and
+repeated) fed through `Steps.prefetch` until each batch is a device array, in N threads, N
+worker processes, and N worker processes with grain's own hand-over instead of
+`cnnjax.data.batch_slots`; against the flax ImageNet example's input as it feeds its model
+(tf.data cache/repeat/shuffle, crop + resize + flip + normalise to float32, batch, then
+`prefetch_to_device`). It runs on a large set (epoch boundaries and the shuffle rare) and a
+small one (`--sets`), and writes the "Input pipeline as training consumes it" section.
+
+`--measure=views` times the bare training views: every pipeline turns the same synthetic
+ImageNet-like JPEGs (about 500x375, about 100 KB) into batches of 224x224x3 uint8 training
+views (random-resized crop, area 8-100 %, aspect 3/4-4/3, random flip):
 
 * cnnjax: `grain.MapDataset.random_map(augment.imagenet_train).batch(...)` on the JPEGs as
   `cnnjax.data.prepare` stores them (restart marker after every MCU, so only the crop's MCUs are
@@ -19,8 +29,8 @@ random flip):
 Every measurement runs in a fresh subprocess pinned with sched_setaffinity to N cores (workers,
 main process and every thread together), so "per core" is exact whatever threads a library
 spawns. For each N the two pipelines alternate `--repeats` times and the fastest run of each is
-kept, which filters out noise from other processes on a shared machine. The table is printed and
-written into the "Input pipeline" section of docs/benchmarks.md.
+kept, which filters out noise from other processes on a shared machine. The tables are printed
+and written into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,13 +48,18 @@ from pathlib import Path
 
 import numpy as np
 from absl import app, flags
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import version, write_section  # noqa: E402 (needs the path above)
+from benchmarks.imagenet_set import (  # noqa: E402 (needs the path above)
+    JPEG_QUALITY,
+    prepare_set,
+    synthetic_jpeg,
+)
+from benchmarks.report import version, write_section  # noqa: E402
 
 _WORKERS = flags.DEFINE_list("workers", None, "worker/thread counts to measure (default 1..cores)")
 _IMAGES = flags.DEFINE_integer("images", 3200, "images timed per measurement (after warm-up)")
@@ -67,34 +82,27 @@ KINDS = {
     "tf_original": "tf.data, original JPEGs",
     "tf": "tf.data, prepared JPEGs",
 }
-_CHILD = flags.DEFINE_enum("child", None, list(KINDS), "internal: measure one pipeline")
+# The training path: batches as the runner consumes them (device arrays), against the flax
+# example's tf.data pipeline as it feeds its model (float32, normalised, prefetch_to_device).
+TRAIN_KINDS = {
+    "loader_threads": "cnnjax loader, N threads",
+    "loader_processes": "cnnjax loader, N worker processes",
+    "loader_processes_grain": "cnnjax loader, N worker processes, grain's own hand-over",
+    "loader_threads_float": "before: cnnjax loader, N threads, float32 normalised on the host",
+    "tf_train": "tf.data, flax example (float32, normalised)",
+}
+_MEASURE = flags.DEFINE_list(
+    "measure",
+    ["training"],
+    "what to measure: 'training' (the loader as the runner uses it, up to device arrays) "
+    "and/or 'views' (the bare uint8 training views)",
+)
+_SETS = flags.DEFINE_list(
+    "sets", ["2400", "96"], "training path: train-split sizes of the prepared sets (large, small)"
+)
+_CHILD = flags.DEFINE_enum("child", None, [*KINDS, *TRAIN_KINDS], "internal: measure one pipeline")
 _CORES = flags.DEFINE_list("cores", None, "internal: CPU ids the child is pinned to")
 _DATA = flags.DEFINE_string("data", None, "internal: pickle of the JPEG list")
-
-JPEG_QUALITY = 90  # with the noise level below this gives ~100 KB per 500x375 image
-
-
-def synthetic_jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
-    """A natural-looking JPEG: smooth colour gradients, blurred shapes and sensor-like noise."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    planes = []
-    for _ in range(3):
-        fx, fy, phase = rng.uniform(-1, 1, 3)
-        planes.append(128 + 60 * np.sin(fx * xx / 40 + fy * yy / 50 + 6 * phase))
-    img = Image.fromarray(np.clip(np.stack(planes, -1), 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(5, 15))):
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        box = (x0, y0, x0 + int(rng.integers(10, 200)), y0 + int(rng.integers(10, 200)))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    pixels = np.asarray(img.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32)
-    pixels += rng.normal(0.0, 20.0, pixels.shape)
-    out = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
-        out, "JPEG", quality=JPEG_QUALITY
-    )
-    return out.getvalue()
 
 
 def _grain_rate(
@@ -187,19 +195,21 @@ def _time_batches(next_batch, images: int, batch: int, warmup: int) -> tuple[flo
         out = next_batch()
     elapsed = time.perf_counter() - start
     cpu = _tree_cpu_seconds(os.getpid()) - cpu_start
-    assert out.shape == (batch, _IMAGE_SIZE.value, _IMAGE_SIZE.value, 3), out.shape
+    assert tuple(out.shape)[-4:] == (batch, _IMAGE_SIZE.value, _IMAGE_SIZE.value, 3), out.shape
     return count * batch / elapsed, count * batch / cpu
 
 
-def _measure(kind: str, n: int, data_dir: str) -> tuple[float, float]:
+def _measure(kind: str, n: int, data_dir: str, data: str | None = None) -> tuple[float, float]:
     """Run one measurement in a fresh subprocess pinned to the first n cores."""
     cores = sorted(os.sched_getaffinity(0))[:n]
+    if data is None:
+        data = os.path.join(data_dir, "original" if kind == "tf_original" else "prepared")
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         f"--child={kind}",
         f"--cores={','.join(map(str, cores))}",
-        f"--data={os.path.join(data_dir, 'original' if kind == 'tf_original' else 'prepared')}",
+        f"--data={data}",
         f"--images={_IMAGES.value}",
         f"--batch_size={_BATCH.value}",
         f"--image_size={_IMAGE_SIZE.value}",
@@ -217,13 +227,235 @@ def _measure(kind: str, n: int, data_dir: str) -> tuple[float, float]:
     return result["images_per_s"], result["images_per_cpu_s"]
 
 
+def _training_rate(
+    kind: str, data: str, n: int, images: int, batch: int, size: int
+) -> tuple[float, float]:
+    """(img/s, img/CPU-s) of batches on the device, as the runner or the flax example gets them."""
+    if kind == "tf_train":
+        with open(data, "rb") as f:
+            jpegs = pickle.load(f)
+        return _tf_train_rate(jpegs, n, images, batch, size)
+    import cnnjax
+    from cnnjax.train.config import TrainConfig
+    from cnnjax.train.optim import make_optimizer
+    from cnnjax.train.run_inputs import make_run_loader
+    from cnnjax.train.step import Steps, make_mesh
+
+    if kind == "loader_processes_grain":  # the same pipeline without the batch_slots maps
+        from cnnjax.data import loader as loader_module
+
+        loader_module.SlotWriter = loader_module.SlotReader = _Identity
+    workers = n if kind.startswith("loader_processes") else 0  # threads: one per pinned core
+    config = TrainConfig(
+        model="resnet50",
+        dataset="imagenet2012",
+        data_dir=data,
+        batch_size=batch,
+        image_size=size,
+        workers=workers,
+    )
+    steps = Steps(cnnjax.create_model("resnet50"), make_optimizer(config, 100), config, make_mesh())
+    if kind == "loader_threads_float":  # the runner's loader before uint8 went to the device
+        import cnnjax.data as cdata
+
+        loader = cdata.make_loader(
+            "imagenet2012", "train", batch_size=batch, train=True, data_dir=data, image_size=size
+        )
+    else:
+        loader = make_run_loader(config, "train", train=True, batch_size=batch, image_size=size)
+    batches = steps.prefetch(loader)  # exactly the runner's feed
+
+    def next_batch():
+        image = next(batches)["image"]
+        return image.block_until_ready()
+
+    return _time_batches(next_batch, images, batch, warmup=2 * max(workers, 1))
+
+
+class _Identity:
+    """Stands in for batch_slots' SlotWriter/SlotReader: grain's own hand-over."""
+
+    def __call__(self, batch):
+        return batch
+
+
+IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # the flax example's constants
+IMAGENET_STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def _tf_train_rate(
+    jpegs: list[bytes], threads: int, images: int, batch: int, size: int
+) -> tuple[float, float]:
+    """(img/s, img/CPU-s) of the flax ImageNet example's training input, up to device arrays.
+
+    As examples/imagenet/input_pipeline.py and train.py feed the model: cache, repeat,
+    shuffle(16 × batch), map(decode_and_random_crop, resize, flip, normalise, float32),
+    batch, prefetch(10), then `x._numpy()` reshaped per device and `prefetch_to_device(2)`.
+    """
+    import jax
+    import tensorflow as tf
+    from flax import jax_utils
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
+    mean = tf.constant(IMAGENET_MEAN_RGB, shape=[1, 1, 3], dtype=tf.float32)
+    std = tf.constant(IMAGENET_STDDEV_RGB, shape=[1, 1, 3], dtype=tf.float32)
+
+    def decode_example(image_bytes: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
+        begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+            tf.io.extract_jpeg_shape(image_bytes),
+            bounding_boxes=whole_image,
+            min_object_covered=0.1,
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        top, left, _ = tf.unstack(begin)
+        height, width, _ = tf.unstack(crop_size)
+        window = tf.stack([top, left, height, width])
+        image = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+        image = tf.image.resize(image, [size, size], method=_TF_RESIZE.value)
+        image = tf.image.random_flip_left_right(image)
+        image = tf.image.convert_image_dtype((image - mean) / std, tf.float32)
+        return {"image": image, "label": label}
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+    labels = np.arange(len(jpegs), dtype=np.int32) % 1000
+    ds = (
+        tf.data.Dataset.from_tensor_slices((jpegs, labels))
+        .cache()
+        .repeat()
+        .shuffle(16 * batch, seed=0)
+        .map(decode_example, num_parallel_calls=threads)
+        .batch(batch, drop_remainder=True)
+        .prefetch(10)
+        .with_options(options)
+    )
+    local = jax.local_device_count()
+
+    def prepare_tf_data(xs):
+        def per_device(x):
+            x = x._numpy()
+            return x.reshape((local, -1) + x.shape[1:])
+
+        return jax.tree.map(per_device, xs)
+
+    iterator = jax_utils.prefetch_to_device(map(prepare_tf_data, ds), 2)
+
+    def next_batch():
+        return next(iterator)["image"].block_until_ready()
+
+    return _time_batches(next_batch, images, batch, warmup=2)
+
+
+def _training_section(counts: list[int]) -> str:
+    """Measure TRAIN_KINDS at each core count on a large and a small set; the markdown section."""
+    results: dict[int, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for num_train in (int(v) for v in _SETS.value):
+            root = Path(tmp) / f"set{num_train}"
+            data_dir, originals = prepare_set(root, num_train)
+            print(f"prepared {num_train} training JPEGs", flush=True)
+            rows = []
+            for n in counts:
+                best = {"n": n, **{k: 0.0 for kind in TRAIN_KINDS for k in (kind, f"{kind}_cpu")}}
+                for _ in range(_REPEATS.value):
+                    for kind in TRAIN_KINDS:
+                        data = originals if kind == "tf_train" else data_dir
+                        rate, cpu_rate = _measure(kind, n, tmp, data)
+                        print(
+                            f"  set {num_train} {kind:22s} n={n}: {rate:7.1f} img/s "
+                            f"{cpu_rate:7.1f} img/CPU-s",
+                            flush=True,
+                        )
+                        if rate > best[kind]:
+                            best[kind], best[f"{kind}_cpu"] = rate, cpu_rate
+                rows.append(best)
+            results[num_train] = rows
+    return _training_report(results)
+
+
+def _training_report(results: dict[int, list[dict[str, float]]]) -> str:
+    """Markdown: per set and core count, img/s/core and img/CPU-s of each kind, and the ratios."""
+    names = list(TRAIN_KINDS.values())
+    header = _row(
+        [
+            "set",
+            "cores N",
+            *[f"{name}: img/s/core (img/CPU-s)" for name in names],
+            "threads ÷ tf.data",
+            "processes ÷ tf.data",
+            "batch_slots ÷ grain hand-over",
+            "threads: uint8 ÷ before",
+        ]
+    )
+    lines = [header, _row(["---:"] * (len(names) + 6))]
+    for num_train, rows in results.items():
+        for r in rows:
+            n = int(r["n"])
+            tf_rate, tf_cpu = r["tf_train"], r["tf_train_cpu"]
+            lines.append(
+                _row(
+                    [
+                        f"{num_train:,}",
+                        str(n),
+                        *[f"{r[k] / n:,.0f} ({r[f'{k}_cpu']:,.0f})" for k in TRAIN_KINDS],
+                        f"**{r['loader_threads'] / tf_rate:.2f}x** "
+                        f"({r['loader_threads_cpu'] / tf_cpu:.2f}x)",
+                        f"**{r['loader_processes'] / tf_rate:.2f}x** "
+                        f"({r['loader_processes_cpu'] / tf_cpu:.2f}x)",
+                        f"{r['loader_processes'] / r['loader_processes_grain']:.2f}x "
+                        f"({r['loader_processes_cpu'] / r['loader_processes_grain_cpu']:.2f}x)",
+                        f"{r['loader_threads'] / r['loader_threads_float']:.2f}x "
+                        f"({r['loader_threads_cpu'] / r['loader_threads_float_cpu']:.2f}x)",
+                    ]
+                )
+            )
+    load = os.getloadavg()
+    return "\n".join(
+        [
+            "The loader exactly as the runner uses it: `make_run_loader` (`make_loader(..., "
+            "normalize=False)`: uint8 training views of a prepared `imagenet2012`, shuffled, "
+            "repeated, batched) fed through `Steps.prefetch` (grain's thread prefetch, "
+            "`Steps.to_global`) and timed until each batch's device array is ready; the "
+            "normalisation then runs inside the jitted step. Against it, the flax ImageNet "
+            "example's input as it feeds its model: tf.data cache, repeat, shuffle(16 x batch), "
+            "`decode_and_crop_jpeg` + resize + flip + normalise to float32, batch, prefetch(10), "
+            "then `prefetch_to_device(2)`, on the original JPEGs of the same set. "
+            f"Batch {_BATCH.value}, {_IMAGE_SIZE.value}² crops, {_IMAGES.value} timed images "
+            f"per measurement, best of {_REPEATS.value} alternating runs, each in a fresh "
+            "process pinned to N cores. Cells: img/s per core (wall clock) and, in brackets, "
+            "img per CPU-second of the whole process tree; ratios: wall clock (CPU). "
+            "*grain hand-over*: the same worker pipeline with batch_slots' maps replaced by "
+            "identity, i.e. grain's own shared-memory hand-over. *before*: the loader as the "
+            "runner called it before this change (`make_loader`'s float32 batches, normalised "
+            "on the host), through the same device prefetch.",
+            "",
+            "**The machine was shared** with two other engineers' jobs while this ran "
+            f"(load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}), so wall-clock "
+            "rates are noisy; the img/CPU-s figures and the side-by-side ratios are the "
+            "reliable ones.",
+            "",
+            *lines,
+        ]
+    )
+
+
 def _child_main() -> None:
     """Pin this process to --cores, run the --child pipeline and print its rates as JSON."""
     cores = [int(c) for c in _CORES.value]
     os.sched_setaffinity(0, cores)
+    sizes = (_IMAGES.value, _BATCH.value, _IMAGE_SIZE.value)
+    if _CHILD.value in TRAIN_KINDS:
+        rate, cpu_rate = _training_rate(_CHILD.value, _DATA.value, len(cores), *sizes)
+        print(json.dumps({"images_per_s": rate, "images_per_cpu_s": cpu_rate}), flush=True)
+        os._exit(0)
     with open(_DATA.value, "rb") as f:
         jpegs = pickle.load(f)
-    sizes = (_IMAGES.value, _BATCH.value, _IMAGE_SIZE.value)
     if _CHILD.value.startswith("tf"):
         rate, cpu_rate = _tf_rate(jpegs, len(cores), *sizes)
     else:
@@ -493,6 +725,16 @@ def main(argv: list[str]) -> None:
     counts = [int(w) for w in _WORKERS.value] if _WORKERS.value else list(range(1, cores + 1))
     if any(n < 1 or n > cores for n in counts):
         raise app.UsageError(f"--workers must be between 1 and the {cores} available cores")
+    unknown = set(_MEASURE.value) - {"training", "views"}
+    if unknown:
+        raise app.UsageError(f"--measure takes 'training' and/or 'views', got {sorted(unknown)}")
+    if "training" in _MEASURE.value:
+        section = _training_section(counts)
+        print("\n" + section)
+        if _DOCS.value:
+            write_section("Input pipeline as training consumes it", section, Path(_DOCS.value))
+    if "views" not in _MEASURE.value:
+        return
     rng = np.random.default_rng(0)
     originals = [synthetic_jpeg(rng) for _ in range(_DISTINCT.value)]
     prepared = [jpeg_regions.make_croppable(j) for j in originals]

@@ -403,6 +403,25 @@ def test_eval_padding_gives_each_process_the_same_steps_and_every_example_once()
     )
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_rewound_eval_loader_repeats_its_pass(workers):
+    # The runner builds its eval loader once and rewinds it before every evaluation.
+    spec = data.FakeSpec(eval_examples=11, num_classes=3)
+    loader = data.make_loader(
+        "fake", "test", batch_size=4, train=False, image_size=5, fake=spec, workers=workers
+    )
+    try:
+        first = list(loader)
+        loader.rewind()
+        second = list(loader)
+    finally:
+        loader.close()
+    assert len(first) == 3 and sum(int(b["mask"].sum()) for b in first) == 11
+    assert len(second) == len(first)
+    for a, b in zip(first, second, strict=True):
+        _assert_batches_equal(a, b)
+
+
 def test_workers_give_the_same_batches_and_resume(tmp_path):
     spec = data.FakeSpec(train_examples=50)
     kwargs = dict(batch_size=4, train=True, image_size=8, fake=spec, seed=9)
@@ -443,6 +462,34 @@ def test_worker_processes_send_raw_pixels_and_match_in_process_imagenet(imagenet
             np.testing.assert_array_equal(a["label"], b["label"])
             np.testing.assert_array_equal(a["image"][keep], b["image"][keep])
             assert a["image"].dtype == b["image"].dtype == np.float32
+
+
+def test_raw_pixel_batches_normalised_on_the_device_equal_the_host_normalised_ones(imagenet):
+    # What training consumes: uint8 (+ the lighting offset), in-process or from workers, and
+    # normalised by the steps' device_inputs; it must equal make_loader's own float batches.
+    import jax
+
+    from cnnjax.train.step import device_inputs
+
+    normalise = jax.jit(lambda b: device_inputs(b, (IMAGENET_MEAN, IMAGENET_STD), np.float32))
+    for kwargs, batches in (
+        (dict(split="train", lighting_sigma=0.1), 3),
+        (dict(split="train", workers=2, lighting_sigma=0.1), 3),
+        (dict(split="validation", ten_crop=True), 2),
+    ):
+        floats = _take(_imagenet_loader(imagenet, **{**kwargs, "workers": 0}), batches)
+        loader = _imagenet_loader(imagenet, normalize=False, **kwargs)
+        try:
+            raw = _take(loader, batches)
+        finally:
+            loader.close()
+        for a, b in zip(raw, floats, strict=True):
+            assert a["image"].dtype == np.uint8
+            assert (data.preprocess.LIGHTING in a) == ("lighting_sigma" in kwargs)
+            keep = a.get("mask", np.ones(len(a["label"]), bool))
+            got = np.asarray(normalise(a)["image"])
+            np.testing.assert_array_equal(a["label"], b["label"])
+            np.testing.assert_allclose(got[keep], b["image"][keep], rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- CIFAR / MNIST

@@ -9,9 +9,12 @@
 | fake     | as generated                                | as generated                       |
 | text     | clean, tokenize, ids right-padded to length | same (longer sentences truncated)  |
 
-then, for images, per-channel `(x / 255 - mean) / std` in the requested dtype. Text examples
-(`TextPreprocessor`) keep the batch key 'image' for the model input, so the train and eval
-steps take them unchanged: it holds int32 token ids (`cnnjax.data.text`), 0 = padding.
+then, for images, per-channel `(x / 255 - mean) / std` in the requested dtype, or
+(`normalize=False`, what training uses) raw uint8 pixels that the jitted step normalises on the
+device; AlexNet's PCA lighting then travels as a per-image RGB offset under `LIGHTING`, added
+there. Text examples (`TextPreprocessor`) keep the batch key 'image' for the model input, so
+the train and eval steps take them unchanged: it holds int32 token ids (`cnnjax.data.text`),
+0 = padding.
 
 The image work itself is in `cnnjax.data.augment`; random choices use grain's per-example
 generator, so a view is a deterministic function of (seed, index). A record whose image cannot
@@ -31,6 +34,7 @@ from cnnjax.data import augment, text
 from cnnjax.data.catalog import CLEANERS
 
 SKIPPED = "_skipped"  # per-example 0/1: the record was undecodable and is not in the batch
+LIGHTING = "lighting"  # raw-pixel training batches: per-image RGB offset (0-255) of PCA lighting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +51,9 @@ class Preprocessor:
     ten_crop: bool = False  # imagenet eval: (10, S, S, C) views instead of one
     lighting_sigma: float = 0.0  # imagenet train: AlexNet PCA lighting strength
     cifar_pad: int = 4
-    # False: emit raw pixels (uint8; float32 0-255 with lighting) and normalise whole batches
-    # later, e.g. after grain's worker processes hand them over (4x less data to move).
+    # False: emit raw uint8 pixels (and the lighting offset under LIGHTING) and normalise whole
+    # batches later: on the device in training, or after grain's worker processes hand them
+    # over (4x less data to move either way).
     normalize: bool = True
 
     @property
@@ -63,17 +68,26 @@ class Preprocessor:
 
     def _placeholder(self, shape: tuple[int, ...], train: bool) -> dict[str, Any]:
         """A stand-in for a missing example; it is never scored (skipped or masked)."""
-        if self.normalize:
-            dtype = self.dtype
-        else:  # the dtype the real examples of this batch have
-            lit = train and self.pipeline == "imagenet" and self.lighting_sigma > 0
-            dtype = np.float32 if lit else np.uint8
-        return {"image": np.zeros(shape, dtype), "label": np.int32(0)}
+        example = {
+            "image": np.zeros(shape, self.dtype if self.normalize else np.uint8),
+            "label": np.int32(0),
+        }
+        if train and self._lighting_apart:
+            example[LIGHTING] = np.zeros(3, np.float32)
+        return example
+
+    @property
+    def _lighting_apart(self) -> bool:
+        """Whether training examples carry PCA lighting as an offset beside uint8 pixels."""
+        return not self.normalize and self.pipeline == "imagenet" and self.lighting_sigma > 0
 
     def normalize_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Normalise the images of a batch of raw pixels (for `normalize=False`)."""
-        image = augment.normalize(batch["image"], self.mean, self.std, self.dtype)
-        return {**batch, "image": image}
+        """Normalise a batch of raw pixels (`normalize=False`) as `normalize=True` would have."""
+        batch = dict(batch)
+        image, offset = batch.pop("image"), batch.pop(LIGHTING, None)
+        if offset is not None:
+            image = image.astype(np.float32) + offset[:, None, None, :]
+        return {**batch, "image": augment.normalize(image, self.mean, self.std, self.dtype)}
 
     def _decoded(self, data: Any) -> np.ndarray:
         image = data if isinstance(data, np.ndarray) else augment.decode_image(data)
@@ -87,8 +101,9 @@ class Preprocessor:
         data = record["image"]
         if self.pipeline == "imagenet":
             if rng is not None:
+                sigma = 0.0 if self._lighting_apart else self.lighting_sigma
                 return augment.imagenet_train(
-                    data, rng, image_size=self.image_size, lighting_sigma=self.lighting_sigma
+                    data, rng, image_size=self.image_size, lighting_sigma=sigma
                 )
             view = augment.imagenet_ten_crop if self.ten_crop else augment.imagenet_eval
             return view(data, image_size=self.image_size, resize_size=self.resize_size)
@@ -107,9 +122,12 @@ class Preprocessor:
             name = name.decode() if isinstance(name, bytes) else str(name)
             logging.warning("skipping undecodable image %s: %s", name or "(unnamed)", e)
             return None
+        example = {"image": pixels, "label": np.int32(record["label"])}
+        if rng is not None and self._lighting_apart:  # the same draw imagenet_train makes last
+            example[LIGHTING] = augment.lighting_offset(rng, self.lighting_sigma)
         if self.normalize:
-            pixels = augment.normalize(pixels, self.mean, self.std, self.dtype)
-        return {"image": pixels, "label": np.int32(record["label"])}
+            example["image"] = augment.normalize(pixels, self.mean, self.std, self.dtype)
+        return example
 
     def train(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Augmented training example; an undecodable record gives a placeholder, SKIPPED=1."""

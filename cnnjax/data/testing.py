@@ -18,6 +18,7 @@ import dataclasses
 import io
 import os
 import tarfile
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -61,18 +62,22 @@ def write_tiny_imagenet(
     num_validation: int = 6,
     corrupt: tuple[str, ...] = (),
     seed: int = 0,
+    make_jpeg: Callable[[np.random.Generator], bytes] | None = None,
 ) -> TinyImageNet:
     """Write ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into manual_dir.
 
-    Image sizes vary between 40 and 72 pixels a side. Names in `corrupt` (train or
-    validation member names) get undecodable bytes instead of a JPEG.
+    Image sizes vary between 40 and 72 pixels a side, unless `make_jpeg(rng)` makes the
+    images (e.g. full-size ones for benchmarks). Names in `corrupt` (train or validation
+    member names) get undecodable bytes instead of a JPEG.
     """
     rng = np.random.default_rng(seed)
     os.makedirs(manual_dir, exist_ok=True)
 
     def image(name: str) -> bytes:
-        size = (int(rng.integers(40, 73)), int(rng.integers(40, 73)))
-        data = _jpeg(rng, size)
+        if make_jpeg is not None:
+            data = make_jpeg(rng)
+        else:
+            data = _jpeg(rng, (int(rng.integers(40, 73)), int(rng.integers(40, 73))))
         return CORRUPT_BYTES if name in corrupt else data
 
     train: dict[str, bytes] = {}

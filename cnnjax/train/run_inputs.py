@@ -43,6 +43,13 @@ def normalization(
     return (config.mean or info.mean, config.std or info.std)
 
 
+def device_normalization(
+    config: TrainConfig, info: cdata.DatasetInfo
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """What the steps normalise `make_run_loader`'s raw pixels with; None for token ids."""
+    return None if info.pipeline == "text" else normalization(config, info)
+
+
 def preprocessing_args(config: TrainConfig) -> dict[str, Any]:
     """`make_loader` arguments for the run's own preprocessing (normalisation, eval resize)."""
     imagenet = cdata.dataset_info(config.dataset).pipeline == "imagenet"
@@ -62,9 +69,11 @@ def make_run_loader(
     image_size: int,
     text: Any = None,
 ) -> cdata.Loader:
-    """The run's loader for `split`: dataset, data_dir, seed, workers, dtype, normalisation.
+    """The run's loader for `split`: dataset, data_dir, seed, workers, view options.
 
-    `text` (a `text_run.TextInputs`): a text run's vocabulary and padded length.
+    Images come as raw uint8 pixels, for `Steps(normalization=device_normalization(...))` to
+    normalise on the device. `text` (a `text_run.TextInputs`): a text run's vocabulary and
+    padded length.
     """
     if text is not None:
         from cnnjax.train.text_run import split_args
@@ -93,5 +102,6 @@ def make_run_loader(
         workers=config.workers,
         dtype=config.dtype,
         fake=fake_spec(config),
+        normalize=False,
         **preprocessing_args(config),
     )

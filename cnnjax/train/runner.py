@@ -38,6 +38,7 @@ from cnnjax.train.logger import RunLogger, plot_curves, read_metrics
 from cnnjax.train.optim import base_learning_rate, make_optimizer, total_steps
 from cnnjax.train.run_inputs import (
     EVAL_BATCH_PER_DEVICE,
+    device_normalization,
     fake_spec,
     make_run_loader,
     normalization,
@@ -205,20 +206,23 @@ def evaluate(
     stop: Callable[[], bool] = lambda: False,
     text: Any = None,
     split: str | None = None,
+    loader: cdata.Loader | None = None,
 ) -> dict[str, float] | None:
     """top-1/top-5/loss over every example of `split` (default the eval split), padded + masked.
 
     None when `stop()` turns true between batches (a preemption notice on one process).
+    `loader`: the run's loader of that split, built once and rewound here (default: built now).
     """
-    info = cdata.dataset_info(config.dataset)
-    loader = make_run_loader(
-        config,
-        split or info.eval_split,
-        train=False,
-        batch_size=local_batch,
-        image_size=image_size,
-        text=text,
-    )
+    if loader is None:
+        loader = make_run_loader(
+            config,
+            split or cdata.dataset_info(config.dataset).eval_split,
+            train=False,
+            batch_size=local_batch,
+            image_size=image_size,
+            text=text,
+        )
+    loader.rewind()
     totals = None
     for batch in loader:
         if stop():
@@ -339,7 +343,7 @@ def _train(
         **(model_overrides(config, text) if text else {}),
     )
     optimizer = make_optimizer(config, steps_per_epoch)
-    steps = Steps(model, optimizer, config, mesh)
+    steps = Steps(model, optimizer, config, mesh, normalization=device_normalization(config, info))
     train_iter = make_run_loader(
         config,
         info.train_split,
@@ -396,11 +400,18 @@ def _train(
     scores = Scores.from_events(read_metrics(logger.metrics_path), dev is not None)
     pending: list[dict[str, jax.Array]] = []
     eval_batch = EVAL_BATCH_PER_DEVICE * jax.local_device_count()
+    eval_loaders = {  # built once, rewound at each evaluation
+        split: make_run_loader(
+            config, split, train=False, batch_size=eval_batch, image_size=image_size, text=text
+        )
+        for split in filter(None, (dev, info.eval_split))
+    }
+    batches = steps.prefetch(train_iter)  # transfers overlap the steps; the state stays exact
     t0, images_seen, preempted = time.time(), 0, False
     bar = _Progress(is_main, steps_per_epoch, start_step, num_steps)
 
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
-        checkpoints.save(step, state, train_iter, config, metrics)
+        checkpoints.save(step, state, batches, config, metrics)
 
     def check_finite(values: dict[str, float], step: int) -> None:
         if not math.isfinite(values["loss"]):
@@ -424,7 +435,7 @@ def _train(
             eval_batch,
             stop=preemption.between_eval_batches,
             text=text,
-            split=split,
+            loader=eval_loaders[split or info.eval_split],
         )
 
     def record(name: str, step: int, epoch: float, values: dict[str, float]) -> None:
@@ -436,8 +447,7 @@ def _train(
         step = start_step
         try:
             while step < num_steps and not scores.patience_spent(config.early_stopping_patience):
-                batch = next(train_iter)
-                state, metrics = steps.train(state, steps.to_global(batch))
+                state, metrics = steps.train(state, next(batches))
                 pending.append(metrics)
                 step += 1
                 images_seen += config.batch_size
@@ -489,6 +499,7 @@ def _train(
                     preempted = True
                     break
         finally:
+            batches.close()
             bar.close()
             checkpoints.close()
             logger.close()

@@ -5,6 +5,10 @@ sharded on `data`, parameters and optimizer state are replicated, and XLA insert
 gradient all-reduce. BatchNorm without `axis_name` therefore normalises over the *global*
 batch. Nothing random lives outside the state: the step's dropout key is
 `fold_in(key(seed), step)`. Metrics are returned as device scalars and fetched only at log time.
+
+Image runs feed raw uint8 pixels (4x fewer bytes to the device than float32); with
+`normalization` the steps turn them into `(x / 255 - mean) / std` in the compute dtype as
+their first operation, which XLA fuses into the first layer (`device_inputs`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,12 +27,32 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from cnnjax.data.preprocess import LIGHTING
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.constraints import post_update_hook
 from cnnjax.train.optim import Optimizer, cross_entropy, plateau_scale
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std), 0-1 scale
+
+
+def device_inputs(batch: Batch, normalization: Normalization | None, dtype: Any) -> Batch:
+    """The model's input from raw pixels: `((x [+ lighting]) / 255 - mean) / std` in `dtype`.
+
+    The same float32 arithmetic as the host's `augment.normalize`, so results match it within
+    float rounding; None (token ids, or images normalised already) passes the batch through.
+    """
+    if normalization is None:
+        return batch
+    batch = dict(batch)
+    image = batch.pop("image").astype(jnp.float32)
+    offset = batch.pop(LIGHTING, None)
+    if offset is not None:  # (B, 3) -> broadcast over (B, [crops,] H, W, 3)
+        image = image + offset.reshape(offset.shape[0], *([1] * (image.ndim - 2)), -1)
+    mean, std = (jnp.asarray(v, jnp.float32).reshape(-1) for v in normalization)
+    batch["image"] = ((image * jnp.float32(1 / 255) - mean) / std).astype(dtype)
+    return batch
 
 
 @struct.dataclass
@@ -109,8 +134,10 @@ def train_step(
     model: nn.Module,
     optimizer: Optimizer,
     config: TrainConfig,
+    normalization: Normalization | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One SGD step on a global batch: forward, loss (+aux), backward, update; returns metrics."""
+    batch = device_inputs(batch, normalization, jnp.dtype(config.dtype))
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
     # A frozen backbone is the loaded network as evaluation runs it (BN with its loaded
     # statistics, no dropout), so the head learns on exactly the features it will be scored on.
@@ -155,11 +182,19 @@ def train_step(
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> Metrics:
+def eval_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    model: nn.Module,
+    normalization: Normalization | None = None,
+    dtype: Any = jnp.float32,
+) -> Metrics:
     """Sums over the real (mask=1) examples of a batch: loss, top-1/top-5 hits and count.
 
     A `(B, crops, H, W, C)` image batch is scored by the mean softmax over the crops (10-crop).
     """
+    batch = device_inputs(batch, normalization, dtype)
     images, labels = batch["image"], batch["label"]
     mask = batch.get("mask", jnp.ones(labels.shape, bool)).astype(jnp.float32)
     probs = predict_probabilities(model, state.variables(), images)
@@ -173,21 +208,43 @@ def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> Metrics:
 
 
 class Steps:
-    """The compiled steps of a run, and the shardings that feed them."""
+    """The compiled steps of a run, and the shardings that feed them.
 
-    def __init__(self, model: nn.Module, optimizer: Optimizer, config: TrainConfig, mesh: Mesh):
+    `normalization`: the run's per-channel (mean, std) when its loaders give raw uint8 pixels
+    (`make_run_loader`), so the steps normalise them; None for token ids or float images.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        config: TrainConfig,
+        mesh: Mesh,
+        normalization: Normalization | None = None,
+    ):
         self.mesh = mesh
         self.replicated = NamedSharding(mesh, P())
         self.data = NamedSharding(mesh, P("data"))
         self._model, self._optimizer, self._seed = model, optimizer, config.seed
         self.train = jax.jit(
-            functools.partial(train_step, model=model, optimizer=optimizer, config=config),
+            functools.partial(
+                train_step,
+                model=model,
+                optimizer=optimizer,
+                config=config,
+                normalization=normalization,
+            ),
             in_shardings=(self.replicated, self.data),
             out_shardings=(self.replicated, self.replicated),
             donate_argnums=(0,),
         )
         self.eval = jax.jit(
-            functools.partial(eval_step, model=model),
+            functools.partial(
+                eval_step,
+                model=model,
+                normalization=normalization,
+                dtype=jnp.dtype(config.dtype),
+            ),
             in_shardings=(self.replicated, self.data),
             out_shardings=self.replicated,
         )
@@ -204,9 +261,35 @@ class Steps:
         fn = functools.partial(init_state, self._model, self._optimizer, seed=self._seed)
         return jax.jit(fn, out_shardings=self.replicated)(jnp.asarray(example))
 
+    def prefetch(self, loader: grain.DatasetIterator, size: int = 2) -> grain.DatasetIterator:
+        """`loader`'s batches as global device arrays, `size` transfers ahead of the consumer.
+
+        grain's thread prefetch runs the loader and the host-to-device copies in a background
+        thread, so the next batch's transfer overlaps the current step; its `get_state` is
+        the loader's state after the last batch handed out, so checkpoints stay exact.
+        """
+        return grain.experimental.ThreadPrefetchDatasetIterator(_OnDevice(loader, self), size)
+
     def to_global(self, local_batch: dict[str, np.ndarray]) -> Batch:
         """This process's slice of the batch → global arrays sharded over `data`."""
         return {
             k: jax.make_array_from_process_local_data(self.data, np.asarray(v))
             for k, v in local_batch.items()
         }
+
+
+class _OnDevice(grain.DatasetIterator):
+    """A loader's batches put on the mesh (`Steps.to_global`); its state is the loader's."""
+
+    def __init__(self, loader: grain.DatasetIterator, steps: Steps):
+        super().__init__(loader)
+        self._steps = steps
+
+    def __next__(self) -> Batch:
+        return self._steps.to_global(next(self._parent))
+
+    def get_state(self) -> dict[str, Any]:
+        return self._parent.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state)
