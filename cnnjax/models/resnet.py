@@ -31,7 +31,8 @@ n = 3, 5, 7, 9, 18, 200 gives ResNet-20/32/44/56/110/1202 with 269,722 / 464,154
 All convs are bias-free and followed by BN (momentum 0.9, eps 1e-5 = PyTorch defaults), with He
 fan-out normal init as torchvision; the FC keeps Flax's default init. Overrides: `v1=True`
 (stride on the bottleneck's first 1×1, paper/Caffe), `zero_init_residual=True` (last BN gamma
-of every block starts at 0), `shortcut='A'|'B'`.
+of every block starts at 0), `shortcut='A'|'B'`, `scan=False` (every block unrolled, variables
+per block; see `ResidualStage`), `remat='blocks'|'convs'` (rematerialisation policy).
 
 Inputs too small for a layer raise `InputTooSmallError`; note that every ResNet layer is padded
 so that any input of at least 1×1 fits (as in torchvision): ResNet-50 on 16×16 runs, with
@@ -89,6 +90,8 @@ class ResNet(nn.Module):
     v1: bool = False
     shortcut: str = "B"
     zero_init_residual: bool = False
+    scan: bool = True
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -98,9 +101,7 @@ class ResNet(nn.Module):
             64, 7, 2, padding=3, kernel_init=HE_NORMAL_FAN_OUT, dtype=self.dtype, name="conv1"
         )(x, train)
         x = MaxPool(3, 2, padding=1, name="pool1")(x)
-        block = (
-            functools.partial(BottleneckBlock, v1=self.v1) if self.bottleneck else BasicBlock
-        )
+        block = functools.partial(BottleneckBlock, v1=self.v1) if self.bottleneck else BasicBlock
         block = functools.partial(
             block,
             shortcut=self.shortcut,
@@ -110,7 +111,9 @@ class ResNet(nn.Module):
         stages = zip(self.stage_sizes, IMAGENET_WIDTHS, strict=True)
         for i, (num_blocks, width) in enumerate(stages):
             stride = 1 if i == 0 else 2
-            x = ResidualStage(block, num_blocks, width, stride, name=f"layer{i + 1}")(x, train)
+            x = ResidualStage(
+                block, num_blocks, width, stride, self.scan, self.remat, name=f"layer{i + 1}"
+            )(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))
 
 
@@ -121,13 +124,19 @@ class CifarResNet(nn.Module):
     num_classes: int = 10
     shortcut: str = "A"
     zero_init_residual: bool = False
+    scan: bool = True
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_shortcut_kind(self.shortcut)
         x = ConvBNAct(
-            CIFAR_WIDTHS[0], 3, padding=1, kernel_init=HE_NORMAL_FAN_OUT, dtype=self.dtype,
+            CIFAR_WIDTHS[0],
+            3,
+            padding=1,
+            kernel_init=HE_NORMAL_FAN_OUT,
+            dtype=self.dtype,
             name="conv1",
         )(x, train)
         block = functools.partial(
@@ -138,7 +147,13 @@ class CifarResNet(nn.Module):
         )
         for i, width in enumerate(CIFAR_WIDTHS):
             x = ResidualStage(
-                block, self.blocks_per_stage, width, 1 if i == 0 else 2, name=f"layer{i + 1}"
+                block,
+                self.blocks_per_stage,
+                width,
+                1 if i == 0 else 2,
+                self.scan,
+                self.remat,
+                name=f"layer{i + 1}",
             )(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))
 
