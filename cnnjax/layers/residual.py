@@ -315,3 +315,19 @@ def stack_blocks(tree: Any) -> Any:
 def unstack_blocks(tree: Any) -> Any:
     """Stacked `blocks` variables split into per-block `block2`, `block3`, ... (unrolled layout)."""
     return jax.tree.map(_unstack_stage, tree, is_leaf=lambda n: _is_stage(n, STACKED))
+
+
+def unrolled(model: nn.Module, variables: Any = None) -> tuple[nn.Module, Any]:
+    """The same network with every stage unrolled (per-block names), and `variables` to match.
+
+    What per-block tools (features, summary, the torchvision names) work on; a model without
+    scanned stages comes back as it is.
+    """
+    if not getattr(model, "scan", False):
+        return model, variables
+    return model.clone(scan=False), None if variables is None else unstack_blocks(variables)
+
+
+def in_layout_of(model: nn.Module, variables: Any) -> Any:
+    """`variables` in either layout (stacked or per-block) converted to the one `model` uses."""
+    return stack_blocks(variables) if getattr(model, "scan", False) else unstack_blocks(variables)
