@@ -22,6 +22,7 @@ from cnnjax.layers.residual import (
     stack_blocks,
     unstack_blocks,
 )
+from cnnjax.models.densenet import DenseNet
 from cnnjax.train.checkpoints import RunCheckpoints, load, save_weights
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.optim import make_optimizer
@@ -110,15 +111,24 @@ def test_stack_then_unstack_is_the_identity_on_values():
     assert jax.tree.structure(in_layout_of(lenet, other)) == jax.tree.structure(other)
 
 
+def _small_densenet(**overrides):
+    return DenseNet((3, 2), growth_rate=4, stem="cifar", num_classes=10, **overrides)
+
+
+def _resnet20(**overrides):
+    return cnnjax.create_model("resnet20", **overrides)
+
+
+@pytest.mark.parametrize("build", [_resnet20, _small_densenet], ids=["resnet20", "densenet"])
 @pytest.mark.parametrize("policy", [p for p in REMAT_POLICIES if p != "none"])
-def test_remat_policies_change_neither_logits_nor_gradients(policy):
+def test_remat_policies_change_neither_logits_nor_gradients(policy, build):
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    plain = cnnjax.create_model("resnet20")
+    plain = build()
     variables = plain.init(KEY, x)
     _, logits, stats, grads = _loss_and_grads(plain, variables, x)
-    _, logits_r, stats_r, grads_r = _loss_and_grads(
-        cnnjax.create_model("resnet20", remat=policy), variables, x
-    )
+    rematted = build(remat=policy)
+    assert jax.tree.structure(rematted.init(KEY, x)) == jax.tree.structure(variables)
+    _, logits_r, stats_r, grads_r = _loss_and_grads(rematted, variables, x)
     np.testing.assert_allclose(logits_r, logits, rtol=1e-5, atol=1e-6)
     _assert_trees_close(stats_r, stats)
     _assert_trees_close(grads_r, grads)

@@ -205,7 +205,7 @@ def _scan_step(block_cls: type[nn.Module]) -> type[nn.Module]:
     return Step
 
 
-def _rematted(block_cls: type[nn.Module], remat: str) -> type[nn.Module]:
+def rematted(block_cls: type[nn.Module], remat: str) -> type[nn.Module]:
     """`block_cls` recomputing in the backward pass what REMAT_POLICIES[remat] does not keep."""
     if remat == "none":
         return block_cls
@@ -234,12 +234,12 @@ class ResidualStage(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_remat(self.remat)
         cls, options = _block_class(self.block)
-        block = functools.partial(_rematted(cls, self.remat), **options)
+        block = functools.partial(rematted(cls, self.remat), **options)
         x = block(features=self.features, strides=self.strides, name="block1")(x, train)
         repeats = self.num_blocks - 1
         if repeats and self.scan:
             step = nn.scan(
-                _rematted(_scan_step(cls), self.remat),
+                rematted(_scan_step(cls), self.remat),
                 variable_axes={"params": 0, "batch_stats": 0},
                 split_rngs={"params": True},
                 in_axes=nn.broadcast,
