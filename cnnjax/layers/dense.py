@@ -41,7 +41,10 @@ class PreActConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=self.dtype,
             name="norm",
         )(x)
         y = Conv(

@@ -94,14 +94,24 @@ class DenseNet(nn.Module):
         stem_features = self.stem_features or 2 * self.growth_rate
         if self.stem == "imagenet":
             x = ConvBNAct(
-                stem_features, 7, 2, padding=3, kernel_init=HE_NORMAL_FAN_OUT, dtype=self.dtype,
+                stem_features,
+                7,
+                2,
+                padding=3,
+                kernel_init=HE_NORMAL_FAN_OUT,
+                dtype=self.dtype,
                 name="conv1",
             )(x, train)
             x = MaxPool(3, 2, padding=1, name="pool1")(x)
         else:
             x = Conv(
-                stem_features, (3, 3), padding=1, use_bias=False, kernel_init=HE_NORMAL_FAN_OUT,
-                dtype=self.dtype, name="conv1",
+                stem_features,
+                (3, 3),
+                padding=1,
+                use_bias=False,
+                kernel_init=HE_NORMAL_FAN_OUT,
+                dtype=self.dtype,
+                name="conv1",
             )(x)
         for i, num_layers in enumerate(self.block_sizes):
             x = DenseBlock(
@@ -115,11 +125,16 @@ class DenseNet(nn.Module):
             )(x, train)
             if i < len(self.block_sizes) - 1:
                 x = Transition(
-                    self.compression, self.dropout_rate, dtype=self.dtype,
+                    self.compression,
+                    self.dropout_rate,
+                    dtype=self.dtype,
                     name=f"transition{i + 1}",
                 )(x, train)
         x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=self.dtype,
             name="final_norm",
         )(x)
         x = global_avg_pool(nn.relu(x))
@@ -162,6 +177,4 @@ def densenet161(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
 def densenet_bc_100(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
     """DenseNet-BC-100 for CIFAR: 3 blocks of (100 - 4) / 6 = 16 bottleneck layers, k = 12."""
     overrides.setdefault("growth_rate", 12)
-    return DenseNet(
-        (16, 16, 16), stem="cifar", num_classes=num_classes, dtype=dtype, **overrides
-    )
+    return DenseNet((16, 16, 16), stem="cifar", num_classes=num_classes, dtype=dtype, **overrides)
