@@ -7,8 +7,9 @@
    in one run; XLA's memory analysis of each compiled step; step time, alternating the two
    sides and keeping the best of each. Targets: ResNet-152 compile ≤ 0.4× unrolled,
    ResNet-1202 compiling in under 30 s, step time within 5% of unrolled.
-2. `--remat` policies on ResNet-50: peak memory of the compiled step at a realistic batch
-   (memory analysis only, nothing runs) and step time at a batch this CPU can run.
+2. `--remat` policies on ResNet-50 and DenseNet-121: peak memory of the compiled step at a
+   realistic batch (memory analysis only, nothing runs) and step time at a batch this CPU can
+   run.
 
 Results go to the "Deep networks: scanned stages and remat" section of docs/benchmarks.md.
 """
@@ -46,7 +47,7 @@ flags.DEFINE_integer("batch_size", 2, "batch of the compile and step-time compar
 flags.DEFINE_integer("imagenet_size", 224, "image side of the ImageNet models")
 flags.DEFINE_integer("steps", 3, "timed steps per round")
 flags.DEFINE_integer("rounds", 2, "alternating rounds of the step-time comparison")
-flags.DEFINE_string("remat_model", "resnet50", "model of the remat comparison")
+flags.DEFINE_list("remat_models", ["resnet50", "densenet121"], "models of the remat comparison")
 flags.DEFINE_integer("remat_memory_batch", 64, "per-device batch of the remat memory analysis")
 flags.DEFINE_integer("remat_step_batch", 8, "batch of the remat step-time comparison")
 flags.DEFINE_boolean("write_docs", True, "write the results into docs/benchmarks.md")
@@ -201,7 +202,7 @@ def _remat_rows(results: dict[str, dict[str, float]]) -> list[str]:
 def main(argv: list[str]) -> None:
     del argv
     scan = {name: compare_scan(name) for name in FLAGS.models}
-    remat = compare_remat(FLAGS.remat_model) if FLAGS.remat_model else None
+    remat = {name: compare_remat(name) for name in FLAGS.remat_models}
     load = os.getloadavg()
     body = [
         "`python -m benchmarks.deep_compile` (defaults): the train step as the runner compiles "
@@ -213,13 +214,19 @@ def main(argv: list[str]) -> None:
         "",
         *_scan_rows(scan),
     ]
-    if remat:
+    for name, results in remat.items():
         body += [
             "",
-            f"`--remat` policies on {FLAGS.remat_model} (scanned stages, {FLAGS.imagenet_size}²):",
+            f"`--remat` policies on {name} (default form, {FLAGS.imagenet_size}²):",
             "",
-            *_remat_rows(remat),
+            *_remat_rows(results),
         ]
+    body += [
+        "",
+        f"`--remat` policies on {FLAGS.remat_model} (scanned stages, {FLAGS.imagenet_size}²):",
+        "",
+        *_remat_rows(remat),
+    ]
     body += [
         "",
         f"jax {version('jax')}, flax {version('flax')}; devices: {jax.device_count()} × "
