@@ -16,6 +16,7 @@ Results go to the "Deep networks: scanned stages and remat" section of docs/benc
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -203,6 +204,7 @@ def main(argv: list[str]) -> None:
     del argv
     scan = {name: compare_scan(name) for name in FLAGS.models}
     remat = {name: compare_remat(name) for name in FLAGS.remat_models}
+    print(json.dumps({"scan": scan, "remat": remat}), flush=True)  # raw numbers, for the record
     load = os.getloadavg()
     body = [
         "`python -m benchmarks.deep_compile` (defaults): the train step as the runner compiles "
@@ -221,12 +223,6 @@ def main(argv: list[str]) -> None:
             "",
             *_remat_rows(results),
         ]
-    body += [
-        "",
-        f"`--remat` policies on {FLAGS.remat_model} (scanned stages, {FLAGS.imagenet_size}²):",
-        "",
-        *_remat_rows(remat),
-    ]
     body += [
         "",
         f"jax {version('jax')}, flax {version('flax')}; devices: {jax.device_count()} × "
