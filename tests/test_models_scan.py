@@ -63,7 +63,7 @@ def _assert_trees_close(a, b, rtol=1e-4):
 )
 def test_scanned_and_unrolled_compute_the_same_logits_stats_and_gradients(name, shape):
     unrolled = cnnjax.create_model(name, scan=False)
-    scanned = cnnjax.create_model(name)
+    scanned = cnnjax.create_model(name, scan=True)
     x = jax.random.normal(jax.random.key(1), shape)
     per_block = unrolled.init(KEY, x)
     stacked = stack_blocks(per_block)
@@ -84,7 +84,7 @@ def test_scanned_models_hold_one_stacked_block_per_stage_and_the_same_counts(nam
     def shapes(model):
         return jax.eval_shape(lambda: model.init(KEY, x))
 
-    scanned = shapes(cnnjax.create_model(name))
+    scanned = shapes(cnnjax.create_model(name, scan=True))
     unrolled = shapes(cnnjax.create_model(name, scan=False))
     for collection in ("params", "batch_stats"):
         assert _count(scanned[collection]) == _count(unrolled[collection])
@@ -116,7 +116,7 @@ def _small_densenet(**overrides):
 
 
 def _resnet20(**overrides):
-    return cnnjax.create_model("resnet20", **overrides)
+    return cnnjax.create_model("resnet20", scan=True, **overrides)
 
 
 @pytest.mark.parametrize("build", [_resnet20, _small_densenet], ids=["resnet20", "densenet"])
@@ -137,10 +137,10 @@ def test_remat_policies_change_neither_logits_nor_gradients(policy, build):
 def test_remat_policies_reduce_the_compiled_steps_memory():
     # XLA's memory analysis of the gradient: each policy keeps fewer activations than none.
     x = jnp.zeros((16, 32, 32, 3))
-    variables = cnnjax.create_model("resnet20").init(KEY, x)
+    variables = cnnjax.create_model("resnet20", scan=True).init(KEY, x)
 
     def temp_bytes(policy: str) -> int:
-        model = cnnjax.create_model("resnet20", remat=policy)
+        model = cnnjax.create_model("resnet20", scan=True, remat=policy)
         grad = jax.jit(jax.grad(lambda p: _loss_and_grads(model, {**variables, "params": p}, x)[0]))
         return grad.lower(variables["params"]).compile().memory_analysis().temp_size_in_bytes
 
@@ -154,7 +154,7 @@ def test_unknown_remat_policy_is_a_clear_error():
 
 
 def test_features_of_a_scanned_model_name_every_block():
-    scanned = cnnjax.create_model("resnet20")
+    scanned = cnnjax.create_model("resnet20", scan=True)
     unrolled = cnnjax.create_model("resnet20", scan=False)
     x = jax.random.normal(jax.random.key(3), (2, 32, 32, 3))
     per_block = unrolled.init(KEY, x)
@@ -173,16 +173,16 @@ def _cifar_config(workdir, **changes) -> TrainConfig:
 
 
 @pytest.mark.filterwarnings("ignore:Sharding info not provided")
-def test_a_checkpoint_in_the_per_block_layout_loads_into_the_scanned_model(tmp_path):
-    # Checkpoints written before stages were scanned hold block2, block3, ... one by one.
-    unrolled = cnnjax.create_model("resnet20", scan=False)
+def test_a_checkpoint_in_the_stacked_layout_loads_into_the_models_layout(tmp_path):
+    # load() gives the variables in the layout of the model it builds (resnet20: per block).
+    scanned = cnnjax.create_model("resnet20", scan=True)
     x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
-    per_block = unrolled.init(KEY, x)
-    save_weights(tmp_path, per_block, _cifar_config(tmp_path))
+    stacked = scanned.init(KEY, x)
+    save_weights(tmp_path, stacked, _cifar_config(tmp_path))
     model, variables, _ = load(tmp_path)
-    assert model.scan and has_stacked_blocks(variables)
+    assert not model.scan and not has_stacked_blocks(variables)
     np.testing.assert_allclose(
-        model.apply(variables, x), unrolled.apply(per_block, x), rtol=1e-5, atol=1e-6
+        model.apply(variables, x), scanned.apply(stacked, x), rtol=1e-5, atol=1e-6
     )
 
 
@@ -199,7 +199,7 @@ def test_a_run_saved_per_block_resumes_with_stacked_state(tmp_path):
     checkpoints = RunCheckpoints(tmp_path, keep=2)
     checkpoints.save(7, state, loader, config)
     checkpoints.close()
-    new = Steps(cnnjax.create_model("resnet20"), optimizer, config, make_mesh())
+    new = Steps(cnnjax.create_model("resnet20", scan=True), optimizer, config, make_mesh())
     template = new.init(x)
     resumed = RunCheckpoints(tmp_path, keep=2).restore_latest(template)
     assert resumed.step == 7

@@ -216,7 +216,7 @@ class ResidualStage(nn.Module):
     """`num_blocks` residual blocks; only the first one strides, the rest repeat one shape.
 
     `block` is a block class (or a `functools.partial` of one fixing its options); it is called
-    as `block(features=..., strides=..., name=...)`. With `scan=True` (the default) the blocks
+    as `block(features=..., strides=..., name=...)`. With `scan=True` the blocks
     after the first run under `nn.scan`: one traced block whatever the depth, so compile time
     stays flat, with their variables stacked on a leading axis under `blocks`
     (`stack_blocks`/`unstack_blocks` convert to and from the per-block names `block2`, ...).
@@ -227,7 +227,7 @@ class ResidualStage(nn.Module):
     num_blocks: int
     features: int
     strides: int = 1
-    scan: bool = True
+    scan: bool = False
     remat: str = "none"
 
     @nn.compact
