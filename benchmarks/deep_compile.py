@@ -56,14 +56,14 @@ flags.DEFINE_boolean("write_docs", True, "write the results into docs/benchmarks
 GiB = 2**30
 NOTES = (
     "Which form: on the CPU backend a scanned step compiles 2-3x faster than the unrolled one "
-    "but runs several times slower (XLA:CPU runs the scanned block's convolutions inside a "
-    "while loop), so ResNets stay unrolled by default and only resnet1202, which does not "
+    "but runs several times slower (cause not yet found; the convolutions then run inside an "
+    "XLA while loop), so ResNets stay unrolled by default and only resnet1202, which does not "
     "compile unrolled in 13 minutes, is scanned by default; `scan=True` scans any ResNet. "
     "DenseNet layers are not scanned (each reads a wider concatenation, so their parameters "
     "differ in shape). Which `--remat`: `none` (the default) whenever the batch fits, being "
-    "the fastest; `convs` (keep every conv output, recompute BN and ReLU) is the first step "
-    "down in memory for little extra compute; `blocks` (keep only each block's or dense "
-    "layer's input, recompute the rest) saves the most, for about one more forward pass. On "
+    "the fastest; `convs` (keep every conv output, recompute BN and ReLU: elementwise work "
+    "only) is the first step down in memory; `blocks` (keep only each block's or dense "
+    "layer's input, recompute the rest, convolutions included) saves the most. On "
     "DenseNets a remat policy also concatenates a block's maps inside each layer's checkpoint "
     "(Pleiss et al. 2017), so kept activations grow linearly with depth, not quadratically."
 )
