@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cnnjax.errors import did_you_mean
+from cnnjax.layers.residual import unrolled
 
 _MAX_LISTED = 60  # beyond this many names, the error lists only the top-level ones
 
@@ -44,8 +45,10 @@ def feature_shapes(
     """Every layer name of `model` in call order, with its output shape for one example.
 
     `input_shape` is one example without the batch axis (e.g. (32, 32, 1)); nothing is computed
-    (`jax.eval_shape`). Non-array outputs get the shape of their first array leaf.
+    (`jax.eval_shape`). Non-array outputs get the shape of their first array leaf. Scanned
+    stages are listed block by block (`layer3/block2`), as their unrolled form names them.
     """
+    model, _ = unrolled(model)
     shapes: dict[str, tuple[int, ...]] = {}
 
     def record(next_fun, args, kwargs, context):
@@ -101,8 +104,10 @@ def features(
     """The outputs of the named layers for input batch `x` (inference mode), keyed by name.
 
     Names are module paths joined by '/' (see the module docstring); an unknown name raises
-    `UnknownLayerError` listing the valid ones.
+    `UnknownLayerError` listing the valid ones. A model with scanned stages runs unrolled here,
+    so every block has its own name.
     """
+    model, variables = unrolled(model, variables)
     wanted = [layers] if isinstance(layers, str) else list(layers)
     if not wanted:
         raise ValueError("features: give at least one layer name, e.g. layers=['fc7']")

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from cnnjax.layers.residual import unrolled
 from cnnjax.models.registry import create_model, model_spec
 
 MAC_NOTE = (
@@ -159,6 +160,7 @@ def summarize(
             tuple(input_shape),
             model,
         )
+    module, _ = unrolled(module)  # scanned stages: one row per block, as the unrolled net
     calls, variables = _record_calls(module, jax.ShapeDtypeStruct((1, *shape), input_dtype))
 
     leaves = [c for c in calls if c.is_leaf]

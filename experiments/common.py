@@ -15,6 +15,7 @@ import jax
 from absl import app, flags
 
 from cnnjax.cli import run_cli
+from cnnjax.layers.residual import REMAT_POLICIES
 from cnnjax.train.config import TrainConfig
 from cnnjax.train.recipes import RECIPES, build_config
 from cnnjax.train.validation import ConfigError, flag_text
@@ -74,6 +75,12 @@ flags.DEFINE_float(
     "filter_rms", None, "after every update, cap each conv filter's RMS (Zeiler & Fergus: 0.1)"
 )
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (params stay float32)")
+flags.DEFINE_enum(
+    "remat",
+    None,
+    list(REMAT_POLICIES),
+    "ResNets: recompute in the backward pass (blocks: all but block inputs; convs: BN and ReLU)",
+)
 flags.DEFINE_integer("seed", None, "seed of init, data order, augmentation and dropout")
 flags.DEFINE_float("eval_every_epochs", None, "evaluate every this many epochs")
 flags.DEFINE_boolean("ten_crop", None, "evaluate with 10 crops (ImageNet)")

@@ -19,11 +19,14 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 from cnnjax import ops
 
 Padding = int | str | Sequence[tuple[int, int]]
 IntPair = int | tuple[int, int]
+
+CONV_OUTPUT = "conv_output"  # checkpoint name of every ConvBNAct conv output (before BN)
 
 
 class InputTooSmallError(ValueError):
@@ -303,6 +306,7 @@ class ConvBNAct(nn.Module):
             dtype=self.dtype,
             name="conv",
         )(x)
+        x = checkpoint_name(x, CONV_OUTPUT)  # what remat="convs" keeps for the backward pass
         if self.norm:
             x = nn.BatchNorm(
                 use_running_average=not train,

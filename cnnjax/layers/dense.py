@@ -13,16 +13,18 @@ convolutional layer (except the first one)") and the authors' Lua code. All conv
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
-from cnnjax.layers.basic import AvgPool, Conv, Padding
-from cnnjax.layers.residual import HE_NORMAL_FAN_OUT
+from cnnjax.layers.basic import CONV_OUTPUT, AvgPool, Conv, Padding
+from cnnjax.layers.residual import HE_NORMAL_FAN_OUT, check_remat, rematted
 
 Initializer = Callable[..., jax.Array]
 
@@ -39,10 +41,13 @@ class PreActConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=self.dtype,
             name="norm",
         )(x)
-        return Conv(
+        y = Conv(
             self.features,
             (self.kernel_size, self.kernel_size),
             padding=self.padding,
@@ -51,6 +56,7 @@ class PreActConv(nn.Module):
             dtype=self.dtype,
             name="conv",
         )(nn.relu(x))
+        return checkpoint_name(y, CONV_OUTPUT)  # what remat="convs" keeps
 
 
 def _dropout(x: jax.Array, rate: float, train: bool) -> jax.Array:
@@ -59,7 +65,10 @@ def _dropout(x: jax.Array, rate: float, train: bool) -> jax.Array:
 
 
 class DenseLayer(nn.Module):
-    """Computes `growth_rate` new feature maps from x and returns concat([x, new]) on channels."""
+    """Computes `growth_rate` new feature maps from x and returns concat([x, new]) on channels.
+
+    x may also be the list of maps to concatenate first (what a rematerialised block passes).
+    """
 
     growth_rate: int
     bn_size: int = 4  # bottleneck width = bn_size · growth_rate; 0 = no bottleneck (plain DenseNet)
@@ -67,7 +76,9 @@ class DenseLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array | Sequence[jax.Array], train: bool = False) -> jax.Array:
+        if not isinstance(x, jax.Array):  # the block's maps so far, concatenated here
+            x = jnp.concatenate(x, axis=-1)
         y = x
         if self.bn_size:
             y = PreActConv(self.bn_size * self.growth_rate, 1, dtype=self.dtype, name="conv1")(
@@ -80,7 +91,10 @@ class DenseLayer(nn.Module):
 
 
 class DenseBlock(nn.Module):
-    """`num_layers` dense layers (denselayer1, denselayer2, ...): C → C + num_layers·k channels."""
+    """`num_layers` dense layers (denselayer1, denselayer2, ...): C → C + num_layers·k channels.
+
+    `remat` names a policy of REMAT_POLICIES for every layer (see residual.py).
+    """
 
     num_layers: int
     growth_rate: int
@@ -88,14 +102,30 @@ class DenseBlock(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
 
+    remat: str = "none"
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        check_remat(self.remat)
+        layer = functools.partial(
+            rematted(DenseLayer, self.remat),
+            self.growth_rate,
+            self.bn_size,
+            self.dropout_rate,
+            dtype=self.dtype,
+        )
+        if self.remat == "none":
+            for i in range(self.num_layers):
+                x = layer(name=f"denselayer{i + 1}")(x, train)
+            return x
+        # Memory-efficient form (Pleiss et al. 2017; torchvision's memory_efficient): each
+        # layer concatenates the block's maps inside its checkpoint, so the backward pass keeps
+        # only every layer's k new channels, not a growing concatenation per layer.
+        pieces = [x]
         for i in range(self.num_layers):
-            x = DenseLayer(
-                self.growth_rate, self.bn_size, self.dropout_rate, dtype=self.dtype,
-                name=f"denselayer{i + 1}",
-            )(x, train)
-        return x
+            out = layer(name=f"denselayer{i + 1}")(tuple(pieces), train)
+            pieces.append(out[..., -self.growth_rate :])
+        return jnp.concatenate(pieces, axis=-1)
 
 
 def compressed_channels(channels: int, compression: float) -> int:

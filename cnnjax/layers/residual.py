@@ -17,14 +17,16 @@ for ResNet-50, model_zoo.md §7.1).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
-from cnnjax.layers.basic import ConvBNAct
+from cnnjax.layers.basic import CONV_OUTPUT, ConvBNAct
 
 Initializer = Callable[..., jax.Array]
 
@@ -33,6 +35,7 @@ Initializer = Callable[..., jax.Array]
 HE_NORMAL_FAN_OUT: Initializer = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 SHORTCUT_KINDS = ("A", "B")
+STACKED = "blocks"  # a scanned stage's repeated blocks, variables stacked on a leading axis
 
 
 def check_shortcut_kind(kind: str) -> None:
@@ -115,8 +118,13 @@ class BasicBlock(nn.Module):
             name="conv2",
         )(y, train)
         identity = residual_shortcut(
-            x, self.features, self.strides, self.shortcut, train,
-            dtype=self.dtype, kernel_init=self.kernel_init,
+            x,
+            self.features,
+            self.strides,
+            self.shortcut,
+            train,
+            dtype=self.dtype,
+            kernel_init=self.kernel_init,
         )
         return nn.relu(y + identity)
 
@@ -153,27 +161,173 @@ class BottleneckBlock(nn.Module):
             name="conv3",
         )(y, train)
         identity = residual_shortcut(
-            x, out_features, self.strides, self.shortcut, train,
-            dtype=self.dtype, kernel_init=self.kernel_init,
+            x,
+            out_features,
+            self.strides,
+            self.shortcut,
+            train,
+            dtype=self.dtype,
+            kernel_init=self.kernel_init,
         )
         return nn.relu(y + identity)
 
 
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "none": None,  # keep every activation for the backward pass (fastest, most memory)
+    "blocks": jax.checkpoint_policies.nothing_saveable,  # keep block inputs, recompute the rest
+    "convs": jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT),  # recompute BN + ReLU
+}
+
+
+def check_remat(remat: str) -> None:
+    """Reject a rematerialisation policy name other than those of REMAT_POLICIES, in one line."""
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"--remat={remat} is not a policy; use one of {', '.join(REMAT_POLICIES)}")
+
+
+def _block_class(block: Callable[..., nn.Module]) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The module class of a block (or of a partial of one), and the options the partial fixes."""
+    if isinstance(block, functools.partial):
+        return block.func, dict(block.keywords)
+    return block, {}
+
+
+@functools.cache
+def _scan_step(block_cls: type[nn.Module]) -> type[nn.Module]:
+    """`block_cls` with nn.scan's step signature: (x, train) -> (block(x), None)."""
+
+    class Step(block_cls):
+        @nn.compact
+        def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, None]:
+            return super().__call__(x, train), None
+
+    Step.__name__ = Step.__qualname__ = block_cls.__name__
+    return Step
+
+
+def rematted(block_cls: type[nn.Module], remat: str) -> type[nn.Module]:
+    """`block_cls` recomputing in the backward pass what REMAT_POLICIES[remat] does not keep."""
+    if remat == "none":
+        return block_cls
+    return nn.remat(block_cls, policy=REMAT_POLICIES[remat], static_argnums=(2,))
+
+
 class ResidualStage(nn.Module):
-    """`num_blocks` residual blocks named block1, block2, ...; only the first one strides.
+    """`num_blocks` residual blocks; only the first one strides, the rest repeat one shape.
 
     `block` is a block class (or a `functools.partial` of one fixing its options); it is called
-    as `block(features=..., strides=..., name=...)`.
+    as `block(features=..., strides=..., name=...)`. With `scan=True` the blocks
+    after the first run under `nn.scan`: one traced block whatever the depth, so compile time
+    stays flat, with their variables stacked on a leading axis under `blocks`
+    (`stack_blocks`/`unstack_blocks` convert to and from the per-block names `block2`, ...).
+    `remat` names a policy of REMAT_POLICIES applied to every block.
     """
 
     block: Callable[..., nn.Module]
     num_blocks: int
     features: int
     strides: int = 1
+    scan: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        for i in range(self.num_blocks):
-            stride = self.strides if i == 0 else 1
-            x = self.block(features=self.features, strides=stride, name=f"block{i + 1}")(x, train)
+        check_remat(self.remat)
+        cls, options = _block_class(self.block)
+        block = functools.partial(rematted(cls, self.remat), **options)
+        x = block(features=self.features, strides=self.strides, name="block1")(x, train)
+        repeats = self.num_blocks - 1
+        if repeats and self.scan:
+            step = nn.scan(
+                rematted(_scan_step(cls), self.remat),
+                variable_axes={"params": 0, "batch_stats": 0},
+                split_rngs={"params": True},
+                in_axes=nn.broadcast,
+                length=repeats,
+            )
+            x, _ = step(features=self.features, name=STACKED, **options)(x, train)
+        else:
+            for i in range(1, self.num_blocks):
+                x = block(features=self.features, name=f"block{i + 1}")(x, train)
         return x
+
+
+def _is_stage(node: Any, key: str) -> bool:
+    return isinstance(node, dict) and key in node
+
+
+def _stack_stage(stage: Any) -> Any:
+    if not _is_stage(stage, "block2"):
+        return stage
+    count = sum(1 for k in stage if re.fullmatch(r"block\d+", k))
+    blocks = [stage[f"block{i}"] for i in range(2, count + 1)]
+    rest = {k: v for k, v in stage.items() if not re.fullmatch(r"block\d+", k)}
+    return {"block1": stage["block1"], STACKED: jax.tree.map(_stack, *blocks), **rest}
+
+
+def _unstack_stage(stage: Any) -> Any:
+    if not _is_stage(stage, STACKED):
+        return stage
+    stacked = stage[STACKED]
+    count = jax.tree.leaves(stacked)[0].shape[0]
+    out = {k: v for k, v in stage.items() if k != STACKED}
+    for i in range(count):
+        out[f"block{i + 2}"] = jax.tree.map(lambda a, i=i: _take(a, i), stacked)
+    return out
+
+
+def _stack(*leaves: Any) -> Any:
+    first = leaves[0]
+    if isinstance(first, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(
+            (len(leaves), *first.shape), first.dtype, sharding=first.sharding
+        )
+    return (
+        np.stack([np.asarray(a) for a in leaves])
+        if isinstance(first, np.ndarray)
+        else jnp.stack(leaves)
+    )
+
+
+def _take(leaf: Any, i: int) -> Any:
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype, sharding=leaf.sharding)
+    return leaf[i]
+
+
+def has_stacked_blocks(tree: Any) -> bool:
+    """Whether any residual stage in `tree` holds its repeated blocks stacked (scanned layout)."""
+    found = jax.tree.leaves(
+        jax.tree.map(lambda n: _is_stage(n, STACKED), tree, is_leaf=lambda n: _is_stage(n, STACKED))
+    )
+    return any(f is True for f in found)
+
+
+def stack_blocks(tree: Any) -> Any:
+    """Per-block variables (`block2`, `block3`, ...) stacked under `blocks`, in any pytree.
+
+    The scanned layout of `ResidualStage`; the inverse of `unstack_blocks`. Works on variables,
+    train states (optimizer states included) and their abstract shapes alike.
+    """
+    return jax.tree.map(_stack_stage, tree, is_leaf=lambda n: _is_stage(n, "block2"))
+
+
+def unstack_blocks(tree: Any) -> Any:
+    """Stacked `blocks` variables split into per-block `block2`, `block3`, ... (unrolled layout)."""
+    return jax.tree.map(_unstack_stage, tree, is_leaf=lambda n: _is_stage(n, STACKED))
+
+
+def unrolled(model: nn.Module, variables: Any = None) -> tuple[nn.Module, Any]:
+    """The same network with every stage unrolled (per-block names), and `variables` to match.
+
+    What per-block tools (features, summary, the torchvision names) work on; a model without
+    scanned stages comes back as it is.
+    """
+    if not getattr(model, "scan", False):
+        return model, variables
+    return model.clone(scan=False), None if variables is None else unstack_blocks(variables)
+
+
+def in_layout_of(model: nn.Module, variables: Any) -> Any:
+    """`variables` in either layout (stacked or per-block) converted to the one `model` uses."""
+    return stack_blocks(variables) if getattr(model, "scan", False) else unstack_blocks(variables)

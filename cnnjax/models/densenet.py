@@ -25,7 +25,14 @@ FC 10. Channels 24 → 216 → 108 → 300 → 150 → 342; 769,162 params (mode
 Convs are bias-free with He fan-out normal init (the authors' Lua code: N(0, sqrt(2/(k·k·out))));
 BN uses PyTorch's momentum/eps. Overrides: `growth_rate` (the stem follows as 2k unless
 `stem_features` is given), `dropout_rate` (after every conv but the first, paper Sec. 4.2),
-`bn_size`, `compression`.
+`bn_size`, `compression`, `remat='blocks'|'convs'` (rematerialised dense layers: the
+memory-efficient DenseNet of Pleiss et al. 2017, torchvision's `memory_efficient`; the block's
+maps are concatenated inside each layer's checkpoint, so memory grows linearly with depth).
+
+The dense layers are not scanned: each one reads a wider concatenation than the last, so their
+parameters differ in shape, and stacking them would pad every layer to the block's final width
+(a preallocated buffer) and change the parameter count. Their compile time is that of the
+unrolled layers (docs/benchmarks.md).
 
 Layer names (for `cnnjax.features`): `conv1`, `pool1` (ImageNet stem only), `denseblock1` ...
 `denseblock4` (the concatenated maps; three in DenseNet-BC), `transition1` ... `transition3`,
@@ -76,6 +83,7 @@ class DenseNet(nn.Module):
     compression: float = 0.5
     dropout_rate: float = 0.0
     num_classes: int = 1000
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -86,27 +94,47 @@ class DenseNet(nn.Module):
         stem_features = self.stem_features or 2 * self.growth_rate
         if self.stem == "imagenet":
             x = ConvBNAct(
-                stem_features, 7, 2, padding=3, kernel_init=HE_NORMAL_FAN_OUT, dtype=self.dtype,
+                stem_features,
+                7,
+                2,
+                padding=3,
+                kernel_init=HE_NORMAL_FAN_OUT,
+                dtype=self.dtype,
                 name="conv1",
             )(x, train)
             x = MaxPool(3, 2, padding=1, name="pool1")(x)
         else:
             x = Conv(
-                stem_features, (3, 3), padding=1, use_bias=False, kernel_init=HE_NORMAL_FAN_OUT,
-                dtype=self.dtype, name="conv1",
+                stem_features,
+                (3, 3),
+                padding=1,
+                use_bias=False,
+                kernel_init=HE_NORMAL_FAN_OUT,
+                dtype=self.dtype,
+                name="conv1",
             )(x)
         for i, num_layers in enumerate(self.block_sizes):
             x = DenseBlock(
-                num_layers, self.growth_rate, self.bn_size, self.dropout_rate, dtype=self.dtype,
+                num_layers,
+                self.growth_rate,
+                self.bn_size,
+                self.dropout_rate,
+                dtype=self.dtype,
+                remat=self.remat,
                 name=f"denseblock{i + 1}",
             )(x, train)
             if i < len(self.block_sizes) - 1:
                 x = Transition(
-                    self.compression, self.dropout_rate, dtype=self.dtype,
+                    self.compression,
+                    self.dropout_rate,
+                    dtype=self.dtype,
                     name=f"transition{i + 1}",
                 )(x, train)
         x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=self.dtype,
             name="final_norm",
         )(x)
         x = global_avg_pool(nn.relu(x))
@@ -149,6 +177,4 @@ def densenet161(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
 def densenet_bc_100(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
     """DenseNet-BC-100 for CIFAR: 3 blocks of (100 - 4) / 6 = 16 bottleneck layers, k = 12."""
     overrides.setdefault("growth_rate", 12)
-    return DenseNet(
-        (16, 16, 16), stem="cifar", num_classes=num_classes, dtype=dtype, **overrides
-    )
+    return DenseNet((16, 16, 16), stem="cifar", num_classes=num_classes, dtype=dtype, **overrides)

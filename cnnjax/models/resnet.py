@@ -31,7 +31,9 @@ n = 3, 5, 7, 9, 18, 200 gives ResNet-20/32/44/56/110/1202 with 269,722 / 464,154
 All convs are bias-free and followed by BN (momentum 0.9, eps 1e-5 = PyTorch defaults), with He
 fan-out normal init as torchvision; the FC keeps Flax's default init. Overrides: `v1=True`
 (stride on the bottleneck's first 1×1, paper/Caffe), `zero_init_residual=True` (last BN gamma
-of every block starts at 0), `shortcut='A'|'B'`.
+of every block starts at 0), `shortcut='A'|'B'`, `scan=True` (the blocks after each stage's first
+under nn.scan, variables stacked; see `ResidualStage`; the default of resnet1202 only),
+`remat='blocks'|'convs'` (rematerialisation policy).
 
 Inputs too small for a layer raise `InputTooSmallError`; note that every ResNet layer is padded
 so that any input of at least 1×1 fits (as in torchvision): ResNet-50 on 16×16 runs, with
@@ -78,6 +80,10 @@ IMAGENET_STAGES: dict[int, tuple[tuple[int, ...], bool]] = {
     152: ((3, 8, 36, 3), True),
 }
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+# Scanned stages by default only where unrolling is impractical: on the CPU backend a scanned
+# step compiles 2-3x faster but runs several times slower (docs/benchmarks.md), and ResNet-1202
+# does not compile unrolled in 13 minutes. Every ResNet takes `scan=True` or `scan=False`.
+SCANNED_BY_DEFAULT = (1202,)
 
 
 class ResNet(nn.Module):
@@ -89,6 +95,8 @@ class ResNet(nn.Module):
     v1: bool = False
     shortcut: str = "B"
     zero_init_residual: bool = False
+    scan: bool = False
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -98,9 +106,7 @@ class ResNet(nn.Module):
             64, 7, 2, padding=3, kernel_init=HE_NORMAL_FAN_OUT, dtype=self.dtype, name="conv1"
         )(x, train)
         x = MaxPool(3, 2, padding=1, name="pool1")(x)
-        block = (
-            functools.partial(BottleneckBlock, v1=self.v1) if self.bottleneck else BasicBlock
-        )
+        block = functools.partial(BottleneckBlock, v1=self.v1) if self.bottleneck else BasicBlock
         block = functools.partial(
             block,
             shortcut=self.shortcut,
@@ -110,7 +116,9 @@ class ResNet(nn.Module):
         stages = zip(self.stage_sizes, IMAGENET_WIDTHS, strict=True)
         for i, (num_blocks, width) in enumerate(stages):
             stride = 1 if i == 0 else 2
-            x = ResidualStage(block, num_blocks, width, stride, name=f"layer{i + 1}")(x, train)
+            x = ResidualStage(
+                block, num_blocks, width, stride, self.scan, self.remat, name=f"layer{i + 1}"
+            )(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))
 
 
@@ -121,13 +129,19 @@ class CifarResNet(nn.Module):
     num_classes: int = 10
     shortcut: str = "A"
     zero_init_residual: bool = False
+    scan: bool = False
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_shortcut_kind(self.shortcut)
         x = ConvBNAct(
-            CIFAR_WIDTHS[0], 3, padding=1, kernel_init=HE_NORMAL_FAN_OUT, dtype=self.dtype,
+            CIFAR_WIDTHS[0],
+            3,
+            padding=1,
+            kernel_init=HE_NORMAL_FAN_OUT,
+            dtype=self.dtype,
             name="conv1",
         )(x, train)
         block = functools.partial(
@@ -138,7 +152,13 @@ class CifarResNet(nn.Module):
         )
         for i, width in enumerate(CIFAR_WIDTHS):
             x = ResidualStage(
-                block, self.blocks_per_stage, width, 1 if i == 0 else 2, name=f"layer{i + 1}"
+                block,
+                self.blocks_per_stage,
+                width,
+                1 if i == 0 else 2,
+                self.scan,
+                self.remat,
+                name=f"layer{i + 1}",
             )(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))
 
@@ -173,6 +193,7 @@ def _register_cifar(depth: int) -> None:
         paper="He et al. 2016, Sec. 4.2 (CIFAR-10)",
     )
     def factory(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
+        overrides.setdefault("scan", depth in SCANNED_BY_DEFAULT)
         return CifarResNet(n, num_classes=num_classes, dtype=dtype, **overrides)
 
 

@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import linen as nn
 
+from cnnjax.layers.residual import has_stacked_blocks, in_layout_of, stack_blocks, unstack_blocks
 from cnnjax.train.config import (
     EXTENDABLE_FIELDS,
     IDENTITY_FIELDS,
@@ -433,6 +434,30 @@ def read_data_states(directory: Path, step: int) -> list[dict[str, Any]]:
     return [_read_json(found[k]) for k in range(count)]
 
 
+def _restore_either_layout(manager: Any, step: int, abstract: Any) -> tuple[Any, bool]:
+    """(state, per_block): checkpoint `step` in `abstract`'s layout, or in the per-block one.
+
+    Checkpoints written before ResNet stages were scanned hold every block under its own name
+    (`block2`, ...); when the template stacks them (`blocks`), those read back per block and
+    `per_block` says they still need stacking.
+    """
+
+    def restore(target: Any) -> Any:
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        return manager.restore(step, args=args).state
+
+    try:
+        return restore(abstract), False
+    except Exception:
+        if not has_stacked_blocks(abstract):
+            raise
+        try:
+            return restore(unstack_blocks(abstract)), True
+        except Exception:  # noqa: BLE001 - not the per-block layout either: the first error
+            pass
+        raise
+
+
 def _restore_verified(
     manager: Any, directory: Path, step: int, abstract: Any, *, with_data: bool = True
 ) -> Restored:
@@ -447,10 +472,7 @@ def _restore_verified(
     data_states = read_data_states(directory, step) if with_data else []
     recorded_path = directory / str(step) / "checksums" / "metadata"
     recorded = _read_json(recorded_path) if recorded_path.exists() else None
-    restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-    )
-    state = restored.state
+    state, per_block = _restore_either_layout(manager, step, abstract)
     if recorded is None:
         logging.info("checkpoint %d has no checksums (written before they existed)", step)
     else:
@@ -458,6 +480,10 @@ def _restore_verified(
         bad = [path for path, value in actual.items() if recorded.get(path) != value]
         if bad:
             raise ValueError(f"array {bad[0]} does not match its checksum ({len(bad)} arrays)")
+    if per_block:
+        logging.info("checkpoint %d holds ResNet blocks one by one: stacked for scanning", step)
+        stacked = stack_blocks(state)
+        state = jax.tree.map(lambda a, t: jax.device_put(a, t.sharding), stacked, abstract)
     return Restored(step=step, state=state, config=config, data_states=data_states)
 
 
@@ -565,4 +591,4 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
     overrides = model_overrides(config, text) if text is not None else {}
     model = create_model(config.model, num_classes=config.num_classes, **overrides)
     variables = {"params": state["params"], **state.get("model_state", {})}
-    return model, variables, config
+    return model, in_layout_of(model, variables), config

@@ -19,6 +19,7 @@ OPERATIONAL_FIELDS = (
     "log_every_steps",
     "checkpoint_every_steps",
     "keep_checkpoints",
+    "remat",
 )
 
 
@@ -91,6 +92,7 @@ class TrainConfig:
     filter_rms: float = 0.0  # cap on each conv filter's RMS (Zeiler & Fergus 2014: 0.1)
     aux_loss_weight: float = 0.3  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014, Sec. 5)
     dtype: str = "float32"  # compute dtype; params and optimizer state stay float32
+    remat: str = "none"  # ResNets: recompute activations in the backward pass (none|blocks|convs)
     seed: int = 0
     # Evaluation, checkpoints, logging.
     eval_every_epochs: float = 1.0

@@ -4,7 +4,7 @@
 |--------------|--------------------------------------------------------|--------------------------|
 | `max_norm`   | each classifier output unit's weights (a column of the | Kim 2014: 3 (`kim2014`)  |
 |              | kernel producing the classes) within l2 norm r         |                          |
-| `filter_rms` | each conv filter's RMS ≤ r (every 4-D kernel)          | Zeiler & Fergus 2014:    |
+| `filter_rms` | each conv filter's RMS ≤ r (every conv kernel)         | Zeiler & Fergus 2014:    |
 |              |                                                        | 0.1 (`zfnet_paper`)      |
 
 The classifier is found as in transfer learning (`head_paths`: the kernels producing
@@ -37,9 +37,14 @@ def _cap_classifier_columns(params: Params, num_classes: int, max_norm: float) -
 
 
 def _cap_filters(params: Params, max_rms: float) -> Params:
-    return jax.tree.map(
-        lambda leaf: ops.cap_filter_rms(leaf, max_rms) if leaf.ndim == 4 else leaf, params
-    )
+    def cap(leaf: jax.Array) -> jax.Array:
+        if leaf.ndim == 4:
+            return ops.cap_filter_rms(leaf, max_rms)
+        if leaf.ndim == 5:  # a scanned ResNet stage's kernels, one per block on axis 0
+            return jax.vmap(lambda kernel: ops.cap_filter_rms(kernel, max_rms))(leaf)
+        return leaf
+
+    return jax.tree.map(cap, params)
 
 
 def post_update_hook(config: TrainConfig) -> Callable[[Params], Params] | None:

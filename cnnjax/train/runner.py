@@ -341,6 +341,7 @@ def _train(
         num_classes=config.num_classes,
         dtype=jnp.dtype(config.dtype),
         **(model_overrides(config, text) if text else {}),
+        **({"remat": config.remat} if config.remat != "none" else {}),
     )
     optimizer = make_optimizer(config, steps_per_epoch)
     steps = Steps(model, optimizer, config, mesh, normalization=device_normalization(config, info))

@@ -17,6 +17,8 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from cnnjax.layers.residual import has_stacked_blocks, stack_blocks, unstack_blocks
+
 FREEZE_CHOICES = ("", "backbone")
 
 
@@ -60,9 +62,11 @@ def _merge(fresh: Any, source: Any, kind: str) -> tuple[Any, list[str], list[str
 
     An RGB input conv meeting 1-channel inputs (ImageNet weights on MNIST-style data) gets its
     three input filters summed (`rgb_to_gray_kernel`) instead of a fresh initialisation.
+    Scanned stages are matched block by block (either side may be stacked or per-block), so a
+    shallower source still fills the blocks it has.
     """
-    fresh_flat = traverse_util.flatten_dict(fresh)
-    source_flat = traverse_util.flatten_dict(source)
+    fresh_flat = traverse_util.flatten_dict(unstack_blocks(fresh))
+    source_flat = traverse_util.flatten_dict(unstack_blocks(source))
     copied, kept = [], []
     merged = {}
     for path, leaf in fresh_flat.items():
@@ -80,7 +84,10 @@ def _merge(fresh: Any, source: Any, kind: str) -> tuple[Any, list[str], list[str
             kept.append("/".join(path))
     if kept:
         logging.info("init_from: %s freshly initialised: %s", kind, ", ".join(kept))
-    return traverse_util.unflatten_dict(merged), copied, kept
+    tree = traverse_util.unflatten_dict(merged)
+    if has_stacked_blocks(fresh):
+        tree = jax.tree.map(lambda a, b: jax.device_put(a, b.sharding), stack_blocks(tree), fresh)
+    return tree, copied, kept
 
 
 def adopt_source_normalization(config: Any, channels: int) -> Any:

@@ -164,6 +164,27 @@ def _choice_problems(config: TrainConfig) -> dict[str, str]:
     return problems
 
 
+def _remat_problem(config: TrainConfig) -> str | None:
+    """--remat names a policy, and a model other than 'none' needs has scanned/remat stages."""
+    from cnnjax.layers.residual import REMAT_POLICIES
+    from cnnjax.models import UnknownModelError, create_model
+
+    if config.remat not in REMAT_POLICIES:
+        listed = ", ".join(repr(c) for c in REMAT_POLICIES)
+        return f"--remat={config.remat} is not valid: remat must be one of {listed}"
+    if config.remat == "none":
+        return None
+    try:
+        model = create_model(config.model)
+    except UnknownModelError:
+        return None  # the model's own check names it
+    if not hasattr(model, "remat"):
+        return (
+            f"--remat={config.remat}: {config.model} has no rematerialised blocks; use --remat=none"
+        )
+    return None
+
+
 def _num_classes_problem(config: TrainConfig, info: DatasetInfo) -> str | None:
     """A real dataset's labels fix the classifier width, unless a run's weights are reused."""
     if config.num_classes is None or info.tfds_name is None or config.init_from:
@@ -344,6 +365,8 @@ def validate_config(config: TrainConfig, *, processes: int | None = None) -> Non
     }
     if text_problem := check_text_config(config):
         problems["variant"] = text_problem
+    if remat_problem := _remat_problem(config):
+        problems["remat"] = remat_problem
     count = max(processes if processes is not None else processes_from_environment(), 1)
     sizes_valid = not any(n in problems for n in ("batch_size", "workers", "dtype"))
     fit = _footprint(config, info, count) if sizes_valid else None

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cnnjax.features import feature_names
+from cnnjax.layers.residual import unrolled
 from cnnjax.viz.plotting import DEFAULT_DPI, grid_columns, mosaic, pyplot, save_figure
 
 NORMALIZATIONS = ("per_filter", "global")
@@ -64,7 +65,7 @@ def conv_kernel(
     ('conv1') finds its convolution ('conv1/conv').
     """
     names = feature_names(model, input_shape)
-    params = variables["params"]
+    params = unrolled(model, variables)[1]["params"]  # scanned stages: kernels block by block
 
     def kernel_of(name: str) -> Any:
         node = params

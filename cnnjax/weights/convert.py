@@ -17,6 +17,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from cnnjax.errors import did_you_mean
+from cnnjax.layers.residual import in_layout_of, unrolled
 from cnnjax.models import create_model, model_spec
 from cnnjax.weights import catalog, names
 from cnnjax.weights.files import read_tensors, sha256
@@ -27,9 +28,12 @@ class WeightsMismatchError(ValueError):
 
 
 def variable_shapes(model: str, num_classes: int | None = None) -> dict[str, Any]:
-    """The shapes of `model`'s variables ({'params': ..., 'batch_stats': ...}), nothing computed."""
+    """The shapes of `model`'s variables ({'params': ..., 'batch_stats': ...}), nothing computed.
+
+    Per block (scanned stages unrolled), as the published state_dicts name them.
+    """
     spec = model_spec(model)
-    module = create_model(model, num_classes=num_classes)
+    module, _ = unrolled(create_model(model, num_classes=num_classes))
     example = jnp.zeros((1, *spec.input_shape), spec.input_dtype)
     return jax.eval_shape(lambda: module.init(jax.random.key(0), example, train=False))
 
@@ -61,6 +65,7 @@ def convert(
 
     Every variable must come from a tensor of the right shape and every tensor must be used
     (bar BN's `num_batches_tracked`): the first missing, misshapen or extra tensor is named.
+    The variables come in the layout `create_model(model)` uses (scanned stages stacked).
     """
     classes = model_spec(model).num_classes if num_classes is None else num_classes
     shapes = variable_shapes(model, classes)
@@ -102,7 +107,8 @@ def convert(
             f"place in it ({len(extra)} such tensors); is this a {source} "
             f"{catalog.TORCHVISION_NAMES.get(model, model)} checkpoint?"
         )
-    return traverse_util.unflatten_dict(flat)
+    module = create_model(model, num_classes=classes)
+    return in_layout_of(module, traverse_util.unflatten_dict(flat))
 
 
 def _call_order(model: str, num_classes: int):
