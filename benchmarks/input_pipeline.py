@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from absl import app, flags
@@ -126,6 +127,25 @@ def _grain_rate(
     return _time_batches(lambda: next(iterator), images, batch, warmup=2 * n)
 
 
+def _tf_crop_flip(tf: Any, image_bytes: Any, size: int) -> Any:
+    """The flax example's training view in TensorFlow: Inception crop of the JPEG, resize, flip."""
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.io.extract_jpeg_shape(image_bytes),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4]),
+        min_object_covered=0.1,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    top, left, _ = tf.unstack(begin)
+    height, width, _ = tf.unstack(crop_size)
+    window = tf.stack([top, left, height, width])
+    image = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    image = tf.image.resize(image, [size, size], method=_TF_RESIZE.value)
+    return tf.image.random_flip_left_right(image)
+
+
 def _tf_rate(
     jpegs: list[bytes], threads: int, images: int, batch: int, size: int
 ) -> tuple[float, float]:
@@ -134,24 +154,9 @@ def _tf_rate(
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
 
     def train_view(image_bytes: tf.Tensor) -> tf.Tensor:
-        begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-            tf.io.extract_jpeg_shape(image_bytes),
-            bounding_boxes=whole_image,
-            min_object_covered=0.1,
-            aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=(0.08, 1.0),
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        top, left, _ = tf.unstack(begin)
-        height, width, _ = tf.unstack(crop_size)
-        window = tf.stack([top, left, height, width])
-        image = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
-        image = tf.image.resize(image, [size, size], method=_TF_RESIZE.value)
-        image = tf.image.random_flip_left_right(image)
+        image = _tf_crop_flip(tf, image_bytes, size)
         return tf.saturate_cast(tf.round(image), tf.uint8)
 
     options = tf.data.Options()
@@ -298,26 +303,11 @@ def _tf_train_rate(
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
     mean = tf.constant(IMAGENET_MEAN_RGB, shape=[1, 1, 3], dtype=tf.float32)
     std = tf.constant(IMAGENET_STDDEV_RGB, shape=[1, 1, 3], dtype=tf.float32)
 
     def decode_example(image_bytes: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-        begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-            tf.io.extract_jpeg_shape(image_bytes),
-            bounding_boxes=whole_image,
-            min_object_covered=0.1,
-            aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=(0.08, 1.0),
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        top, left, _ = tf.unstack(begin)
-        height, width, _ = tf.unstack(crop_size)
-        window = tf.stack([top, left, height, width])
-        image = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
-        image = tf.image.resize(image, [size, size], method=_TF_RESIZE.value)
-        image = tf.image.random_flip_left_right(image)
+        image = _tf_crop_flip(tf, image_bytes, size)
         image = tf.image.convert_image_dtype((image - mean) / std, tf.float32)
         return {"image": image, "label": label}
 
