@@ -26,7 +26,7 @@ EXPECTED_NAMES = {
 
 def test_catalog_has_every_dataset_of_the_issue():
     # tests/test_text_data.py
-    text_names = {"mr", "trec", "sst2", "imdb_reviews", "subj", "cr", "mpqa"}
+    text_names = {"mr", "trec", "sst1", "sst2_trees", "sst2", "imdb_reviews", "subj", "cr", "mpqa"}
     assert set(DATASETS) == EXPECTED_NAMES | text_names
 
 
