@@ -227,3 +227,35 @@ def test_resnet1202_trains_a_few_steps_on_tiny_data():
     after = np.asarray(state.params["layer3"]["blocks"]["conv2"]["conv"]["kernel"])
     assert all(np.isfinite(losses))
     assert not np.array_equal(before, after)
+
+
+@pytest.mark.parametrize(
+    "kernel, padding, strides",
+    [
+        ((3, 3), "SAME", (1, 1)),
+        ((1, 1), "VALID", (1, 1)),
+        ((3, 3), ((0, 2), (1, 0)), (1, 1)),  # asymmetric explicit padding
+        ((3, 3), ((1, 1), (1, 1)), (2, 2)),  # strided: handed to lax as it is
+    ],
+)
+def test_conv_plain_backward_gives_autodiffs_gradients(kernel, padding, strides):
+    from jax import lax
+
+    from cnnjax.layers.basic import conv_plain_backward
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 9, 8, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, 5, 4)), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, padding, dimension_numbers=dn)))
+
+    ours = jax.jit(jax.grad(loss(conv_plain_backward), argnums=(0, 1)))(x, w)
+    reference = jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1))(x, w)
+    for a, b in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    value = conv_plain_backward(x, w, strides, padding, dimension_numbers=dn)
+    np.testing.assert_array_equal(
+        value, lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
+    )

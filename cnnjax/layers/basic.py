@@ -11,8 +11,11 @@ Sec. 3.2, which runs a net trained on fixed crops over a whole larger image.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -268,6 +271,101 @@ def require_window(
     )
 
 
+_PLAIN_BACKWARD = contextvars.ContextVar("cnnjax_plain_conv_backward", default=False)
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@contextlib.contextmanager
+def plain_conv_backward() -> Iterator[None]:
+    """Within it, ConvBNAct convolutions built on the CPU backend use `conv_plain_backward`.
+
+    For the scanned ResNet stages: inside an XLA while loop the CPU backend runs autodiff's
+    transposed convolutions about 12× slower than unrolled, the plain ones at ~1.2×
+    (benchmarks/scan_conv_backward.py). The value is read when the layers are traced.
+    """
+    token = _PLAIN_BACKWARD.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN_BACKWARD.reset(token)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_nhwc(x: jax.Array, w: jax.Array, pads: tuple, precision: Any) -> jax.Array:
+    return lax.conv_general_dilated(
+        x, w, (1, 1), pads, dimension_numbers=_NHWC, precision=precision
+    )
+
+
+def _conv_nhwc_forward(x, w, pads, precision):
+    return _conv_nhwc(x, w, pads, precision), (x, w)
+
+
+def _conv_nhwc_backward(pads, precision, saved, dy):
+    """dx: dy with the flipped, in/out-swapped kernel; dw: x correlated with dy over the batch."""
+    x, w = saved
+    flipped = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
+    back = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(w.shape[:2], pads, strict=True))
+    dx = lax.conv_general_dilated(
+        dy, flipped, (1, 1), back, dimension_numbers=_NHWC, precision=precision
+    )
+    dw = lax.conv_general_dilated(
+        jnp.transpose(x, (3, 1, 2, 0)),  # (C_in, H, W, N): the batch is what is summed over
+        jnp.transpose(dy, (1, 2, 0, 3)),  # (H', W', N, C_out) as the "kernel"
+        (1, 1),
+        pads,
+        dimension_numbers=_NHWC,
+        precision=precision,
+    )
+    return dx.astype(x.dtype), jnp.transpose(dw, (1, 2, 0, 3)).astype(w.dtype)
+
+
+_conv_nhwc.defvjp(_conv_nhwc_forward, _conv_nhwc_backward)
+
+
+def conv_plain_backward(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+) -> jax.Array:
+    """`lax.conv_general_dilated` whose gradients, for a stride-1 2-D NHWC conv, are plain convs.
+
+    The same arithmetic as autodiff's (equal gradients), written as NHWC/HWIO convolutions of
+    explicitly flipped and transposed operands; any other convolution is passed to lax as is.
+    """
+    numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    plain = (
+        lhs.ndim == 4
+        and all(s == 1 for s in window_strides)
+        and all(d == 1 for d in (lhs_dilation or (1, 1)))
+        and all(d == 1 for d in (rhs_dilation or (1, 1)))
+        and feature_group_count == 1
+        and numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    )
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, precision=precision,
+        )  # fmt: skip
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return _conv_nhwc(lhs, rhs, pads, precision)
+
+
+def _conv_function() -> Callable[..., jax.Array]:
+    """The convolution a layer traced now uses (see `plain_conv_backward`)."""
+    if _PLAIN_BACKWARD.get() and jax.default_backend() == "cpu":
+        return conv_plain_backward
+    return lax.conv_general_dilated
+
+
 class ConvBNAct(nn.Module):
     """Convolution, optional BatchNorm, optional activation: the unit most CNNs repeat.
 
@@ -304,6 +402,7 @@ class ConvBNAct(nn.Module):
             kernel_init=self.kernel_init,
             bias_init=self.bias_init,
             dtype=self.dtype,
+            conv_general_dilated=_conv_function(),
             name="conv",
         )(x)
         x = checkpoint_name(x, CONV_OUTPUT)  # what remat="convs" keeps for the backward pass

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from cnnjax.layers.basic import CONV_OUTPUT, ConvBNAct
+from cnnjax.layers.basic import CONV_OUTPUT, ConvBNAct, plain_conv_backward
 
 Initializer = Callable[..., jax.Array]
 
@@ -245,7 +245,8 @@ class ResidualStage(nn.Module):
                 in_axes=nn.broadcast,
                 length=repeats,
             )
-            x, _ = step(features=self.features, name=STACKED, **options)(x, train)
+            with plain_conv_backward():  # XLA:CPU is slow at autodiff's convs in a loop
+                x, _ = step(features=self.features, name=STACKED, **options)(x, train)
         else:
             for i in range(1, self.num_blocks):
                 x = block(features=self.features, name=f"block{i + 1}")(x, train)
