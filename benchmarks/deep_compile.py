@@ -55,10 +55,12 @@ flags.DEFINE_boolean("write_docs", True, "write the results into docs/benchmarks
 
 GiB = 2**30
 NOTES = (
-    "Which form: on the CPU backend a scanned step compiles 2-3x faster than the unrolled one "
-    "but runs several times slower (cause not yet found; the convolutions then run inside an "
-    "XLA while loop), so ResNets stay unrolled by default and only resnet1202, which does not "
-    "compile unrolled in 13 minutes, is scanned by default; `scan=True` scans any ResNet. "
+    "Which form: on the CPU backend a scanned step compiles 2-3x faster than the unrolled one; "
+    "its convolutions take their gradients as plain NHWC/HWIO convolutions "
+    "(`conv_plain_backward`: autodiff's transposed ones run ~12x slower inside XLA's while "
+    "loop, benchmarks/scan_conv_backward.py), so it also steps as fast or faster. ResNets "
+    "still default to unrolled, except resnet1202, which does not compile unrolled in 13 "
+    "minutes; `scan=True` scans any ResNet. "
     "DenseNet layers are not scanned (each reads a wider concatenation, so their parameters "
     "differ in shape). Which `--remat`: `none` (the default) whenever the batch fits, being "
     "the fastest; `convs` (keep every conv output, recompute BN and ReLU: elementwise work "
