@@ -80,3 +80,10 @@ def test_sweep_cross_validates_each_value_and_resumes(mr_data, tmp_path, monkeyp
     bad = _run("--sweep=activation", "--values=relu;swish", f"--workdir={tmp_path / 'bad'}")
     assert bad.returncode == 2 and "--activation=swish: use one of" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_sweep_or_cv_that_cannot_start_leaves_no_folder(tmp_path):
+    for flags in (("--sweep=dropout", "--values=0.3;0.5"), ("--cv",)):
+        run = _run(*flags, f"--data_dir={tmp_path / 'data'}", f"--workdir={tmp_path / 'w'}")
+        assert run.returncode == 2 and "dataset 'mr' is not prepared" in run.stderr
+        assert "Traceback" not in run.stderr and not (tmp_path / "w").exists()

@@ -9,9 +9,11 @@ would select on the test fold.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 from cnnjax import data as cdata
@@ -54,6 +56,21 @@ def check_cv(config: TrainConfig) -> int:
     return folds
 
 
+@contextlib.contextmanager
+def leaving_nothing_on_failure(base: Path) -> Iterator[None]:
+    """Remove the empty folders under `base` (and `base`, if new) when the body raises."""
+    fresh = not base.exists()
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if fresh and base.is_dir() and not any(base.iterdir()):
+            base.rmdir()
+        raise
+
+
 def run_folds(config: TrainConfig, *, allow_config_change: bool = False) -> CrossValidation:
     """Train every fold into WORKDIR/fold_K in turn; write WORKDIR/cv.json; return the result."""
     from cnnjax.train.runner import default_workdir, train_and_evaluate
@@ -61,16 +78,18 @@ def run_folds(config: TrainConfig, *, allow_config_change: bool = False) -> Cros
     folds = check_cv(config)
     base = Path(config.workdir or default_workdir(config))
     scores = []
-    for fold in range(folds):
-        result = train_and_evaluate(
-            config.replace(fold=fold, workdir=str(base / f"fold_{fold}")),
-            allow_config_change=allow_config_change,
-        )
-        if result.preempted or result.final_eval is None:
-            raise ValueError(
-                f"fold {fold} stopped before its final evaluation; run the same command to resume"
+    with leaving_nothing_on_failure(base):
+        for fold in range(folds):
+            result = train_and_evaluate(
+                config.replace(fold=fold, workdir=str(base / f"fold_{fold}")),
+                allow_config_change=allow_config_change,
             )
-        scores.append(result.final_eval["top1"])
+            if result.preempted or result.final_eval is None:
+                raise ValueError(
+                    f"fold {fold} stopped before its final evaluation; run the same command to "
+                    "resume"
+                )
+            scores.append(result.final_eval["top1"])
     outcome = CrossValidation(str(base), tuple(scores))
     (base / CV_FILE).write_text(
         json.dumps({"folds": list(scores), "mean": outcome.mean, "std": outcome.std}, indent=1)

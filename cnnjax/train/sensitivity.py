@@ -21,6 +21,7 @@ from typing import Any
 
 from cnnjax import data as cdata
 from cnnjax.train.config import TrainConfig
+from cnnjax.train.cross_validation import leaving_nothing_on_failure
 from cnnjax.train.validation import ConfigError, validate_config
 
 REPLICATES = 10  # runs per value for a set with a test split (Zhang & Wallace: 10-fold CV)
@@ -120,18 +121,19 @@ def run_sweep(
     check_sweep(config, name, values)
     base = Path(config.workdir or default_workdir(config) + f"-sweep-{name}")
     points = []
-    for value in values:
-        label = value_label(value)
-        scores = []
-        for run in _runs(config.replace(**{name: value}), base / f"{name}={label}"):
-            result = train_and_evaluate(run, allow_config_change=allow_config_change)
-            if result.preempted or result.final_eval is None:
-                raise ValueError(
-                    f"{run.workdir} stopped before its final evaluation; run the same command "
-                    "to resume"
-                )
-            scores.append(result.final_eval["top1"])
-        points.append(SweepPoint(label, tuple(scores)))
+    with leaving_nothing_on_failure(base):
+        for value in values:
+            label = value_label(value)
+            scores = []
+            for run in _runs(config.replace(**{name: value}), base / f"{name}={label}"):
+                result = train_and_evaluate(run, allow_config_change=allow_config_change)
+                if result.preempted or result.final_eval is None:
+                    raise ValueError(
+                        f"{run.workdir} stopped before its final evaluation; run the same "
+                        "command to resume"
+                    )
+                scores.append(result.final_eval["top1"])
+            points.append(SweepPoint(label, tuple(scores)))
     _write(base, name, points)
     return points
 
