@@ -408,20 +408,17 @@ class SstTreesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     'train' holds every distinct labelled phrase of the training trees (each sentence is one);
     'validation' and 'test' hold the whole sentences of dev.txt and test.txt. A subclass sets
-    `LABELS` and `label_of(fine)`, which maps SST's 0-4 to a class or None (left out).
+    `LABELS` and `FINE_TO_LABEL`, which maps SST's 0-4 to a class or None (left out).
     """
 
     VERSION = tfds.core.Version("1.0.0")
     LABELS: tuple[str, ...] = ()
+    FINE_TO_LABEL: tuple[int | None, ...] = ()  # SST's 0-4 -> class (None: left out)
     DESCRIPTION = ""
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         f"Download trainDevTestTrees_PTB.zip from {SST_HOMEPAGE}, extract it and pass the "
         "trees/ folder (train.txt, dev.txt, test.txt) as --manual_dir."
     )
-
-    @staticmethod
-    def label_of(fine: int) -> int | None:
-        raise NotImplementedError
 
     def _info(self) -> tfds.core.DatasetInfo:
         """Text and label (`LABELS`)."""
@@ -443,7 +440,7 @@ class SstTreesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         key = 0
         for tree in read_sst_trees(path):
             for fine, phrase in tree if phrases else tree[:1]:
-                label = self.label_of(fine)
+                label = self.FINE_TO_LABEL[fine]
                 if label is None or phrase in seen:
                     continue
                 seen.add(phrase)
@@ -457,11 +454,8 @@ class Sst1(SstTreesBuilder):
     name = "cnnjax_sst1"
     RELEASE_NOTES = {"1.0.0": "PTB trees: train phrases, dev/test sentences, 5 classes."}
     LABELS = SST_FINE
+    FINE_TO_LABEL = (0, 1, 2, 3, 4)
     DESCRIPTION = "Stanford Sentiment Treebank, fine-grained (SST-1 in Kim 2014)."
-
-    @staticmethod
-    def label_of(fine: int) -> int | None:
-        return fine
 
 
 class Sst2Trees(SstTreesBuilder):
@@ -470,8 +464,5 @@ class Sst2Trees(SstTreesBuilder):
     name = "cnnjax_sst2_trees"
     RELEASE_NOTES = {"1.0.0": "PTB trees: train phrases, dev/test sentences, neutral dropped."}
     LABELS = ("negative", "positive")
+    FINE_TO_LABEL = (0, 0, None, 1, 1)
     DESCRIPTION = "Stanford Sentiment Treebank, binary, neutral removed (SST-2 in Kim 2014)."
-
-    @staticmethod
-    def label_of(fine: int) -> int | None:
-        return None if fine == 2 else int(fine > 2)
