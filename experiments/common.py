@@ -81,6 +81,12 @@ flags.DEFINE_enum(
     list(REMAT_POLICIES),
     "ResNets: recompute in the backward pass (blocks: all but block inputs; convs: BN and ReLU)",
 )
+flags.DEFINE_boolean(
+    "scan",
+    None,
+    "ResNets: scan each stage's repeated blocks (default; compiles in seconds at any depth); "
+    "--noscan unrolls them",
+)
 flags.DEFINE_integer("seed", None, "seed of init, data order, augmentation and dropout")
 flags.DEFINE_float("eval_every_epochs", None, "evaluate every this many epochs")
 flags.DEFINE_boolean("ten_crop", None, "evaluate with 10 crops (ImageNet)")

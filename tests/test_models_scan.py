@@ -25,7 +25,9 @@ from cnnjax.layers.residual import (
 from cnnjax.models.densenet import DenseNet
 from cnnjax.train.checkpoints import RunCheckpoints, load, save_weights
 from cnnjax.train.config import TrainConfig
+from cnnjax.train.logger import read_metrics
 from cnnjax.train.optim import make_optimizer
+from cnnjax.train.runner import train_and_evaluate
 from cnnjax.train.step import Steps, make_mesh
 from cnnjax.train.validation import ConfigError, validate_config
 
@@ -159,43 +161,87 @@ def _cifar_config(workdir, **changes) -> TrainConfig:
 
 
 @pytest.mark.filterwarnings("ignore:Sharding info not provided")
-def test_a_checkpoint_in_the_stacked_layout_loads_into_the_models_layout(tmp_path):
-    # load() gives the variables in the layout of the model it builds (resnet20: per block).
+@pytest.mark.parametrize("scan", [True, False], ids=["scanned-run", "noscan-run"])
+def test_a_checkpoint_in_either_layout_loads_in_the_layout_of_the_runs_model(tmp_path, scan):
+    # load() gives the variables in the layout of the model the run's config builds.
     scanned = cnnjax.create_model("resnet20", scan=True)
     x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
     stacked = scanned.init(KEY, x)
-    save_weights(tmp_path, stacked, _cifar_config(tmp_path))
-    model, variables, _ = load(tmp_path)
-    assert not model.scan and not has_stacked_blocks(variables)
-    np.testing.assert_allclose(
-        model.apply(variables, x), scanned.apply(stacked, x), rtol=1e-5, atol=1e-6
-    )
+    for layout, saved in (("stacked", stacked), ("per-block", unstack_blocks(stacked))):
+        workdir = tmp_path / layout
+        save_weights(workdir, saved, _cifar_config(workdir, scan=scan))
+        model, variables, _ = load(workdir)
+        assert model.scan == scan and has_stacked_blocks(variables) == scan
+        np.testing.assert_allclose(
+            model.apply(variables, x), scanned.apply(stacked, x), rtol=1e-5, atol=1e-6
+        )
 
 
 @pytest.mark.filterwarnings("ignore:Sharding info not provided")
-def test_a_run_saved_per_block_resumes_with_stacked_state(tmp_path):
+@pytest.mark.parametrize("saved_scan", [False, True], ids=["per-block-saved", "stacked-saved"])
+def test_a_checkpoint_resumes_into_the_other_layout_with_its_optimizer_state(tmp_path, saved_scan):
+    # Checkpoints from before scanning (or --noscan) resume scanned, and the other way round.
     config = _cifar_config(tmp_path, momentum=0.9)
     optimizer = make_optimizer(config, 10)
     x = np.zeros((2, 32, 32, 3), np.float32)
-    old = Steps(cnnjax.create_model("resnet20", scan=False), optimizer, config, make_mesh())
+    old = Steps(cnnjax.create_model("resnet20", scan=saved_scan), optimizer, config, make_mesh())
     state = old.init(x)
-    state = state.replace(params=jax.tree.map(lambda a: a + 0.5, state.params))
+    state = state.replace(
+        params=jax.tree.map(lambda a: a + 0.5, state.params),
+        opt_state=jax.tree.map(  # the momentum buffers, stacked alike
+            lambda a: a + 0.25 if jnp.issubdtype(a.dtype, jnp.floating) else a, state.opt_state
+        ),
+    )
     loader = cdata.make_loader("fake", "train", batch_size=2, train=True, image_size=32)
     next(loader)
     checkpoints = RunCheckpoints(tmp_path, keep=2)
     checkpoints.save(7, state, loader, config)
     checkpoints.close()
-    new = Steps(cnnjax.create_model("resnet20", scan=True), optimizer, config, make_mesh())
+    new = Steps(cnnjax.create_model("resnet20", scan=not saved_scan), optimizer, config, make_mesh())
     template = new.init(x)
     resumed = RunCheckpoints(tmp_path, keep=2).restore_latest(template)
     assert resumed.step == 7
     assert jax.tree.structure(resumed.state) == jax.tree.structure(template)
     for a, b in zip(
-        jax.tree.leaves(unstack_blocks(resumed.state.params)),
-        jax.tree.leaves(state.params),
+        jax.tree.leaves(unstack_blocks(resumed.state)),
+        jax.tree.leaves(unstack_blocks(state)),
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Sharding info not provided")
+def test_a_noscan_run_resumed_scanned_continues_the_same_training(tmp_path):
+    # The runner, checkpointing every 2 steps with an evaluation in between: an unrolled run
+    # stopped at step 4 and resumed scanned (and back) follows the uninterrupted unrolled run.
+    def run(workdir, steps, scan):
+        config = TrainConfig(
+            model="resnet20",
+            dataset="fake",
+            num_classes=10,
+            batch_size=8,
+            lr=0.05,
+            momentum=0.9,
+            max_steps=steps,
+            checkpoint_every_steps=2,
+            eval_every_epochs=4 / 1250,  # every 4 steps: 10,000 fake examples / 8
+            log_every_steps=1,
+            scan=scan,
+            workdir=str(workdir),
+        )
+        train_and_evaluate(config, allow_config_change=False)
+        _, variables, _ = load(workdir)
+        return unstack_blocks(variables)
+
+    straight = run(tmp_path / "straight", 8, scan=False)
+    run(tmp_path / "switched", 4, scan=False)
+    run(tmp_path / "switched", 6, scan=True)
+    switched = run(tmp_path / "switched", 8, scan=False)
+    events = read_metrics(tmp_path / "switched" / "metrics.jsonl")
+    assert sorted({e["step"] for e in events if e["split"] == "train"}) == list(range(1, 9))
+    for a, b in zip(jax.tree.leaves(switched), jax.tree.leaves(straight), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_remat_flag_errors_name_the_flag_and_the_fix():

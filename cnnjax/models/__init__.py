@@ -6,6 +6,7 @@ from cnnjax.models.registry import (  # noqa: I001 (families below register on i
     create_model,
     list_models,
     model_spec,
+    options_it_takes,
     register_model,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "create_model",
     "list_models",
     "model_spec",
+    "options_it_takes",
     "register_model",
 ]

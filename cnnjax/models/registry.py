@@ -83,3 +83,9 @@ def create_model(
     spec = model_spec(name)
     classes = spec.num_classes if num_classes is None else num_classes
     return spec.factory(num_classes=classes, dtype=dtype, **overrides)
+
+
+def options_it_takes(name: str, **options: Any) -> dict[str, Any]:
+    """The `options` that model `name` has as fields (e.g. `scan`, `remat` for ResNets only)."""
+    module = create_model(name)
+    return {key: value for key, value in options.items() if hasattr(module, key)}

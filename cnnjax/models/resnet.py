@@ -31,8 +31,8 @@ n = 3, 5, 7, 9, 18, 200 gives ResNet-20/32/44/56/110/1202 with 269,722 / 464,154
 All convs are bias-free and followed by BN (momentum 0.9, eps 1e-5 = PyTorch defaults), with He
 fan-out normal init as torchvision; the FC keeps Flax's default init. Overrides: `v1=True`
 (stride on the bottleneck's first 1×1, paper/Caffe), `zero_init_residual=True` (last BN gamma
-of every block starts at 0), `shortcut='A'|'B'`, `scan=True` (the blocks after each stage's first
-under nn.scan, variables stacked; see `ResidualStage`; the default of resnet1202 only),
+of every block starts at 0), `shortcut='A'|'B'`, `scan` (default True: the blocks after each
+stage's first run under nn.scan, variables stacked, see `ResidualStage`; False unrolls them),
 `remat='blocks'|'convs'` (rematerialisation policy).
 
 Inputs too small for a layer raise `InputTooSmallError`; note that every ResNet layer is padded
@@ -80,10 +80,6 @@ IMAGENET_STAGES: dict[int, tuple[tuple[int, ...], bool]] = {
     152: ((3, 8, 36, 3), True),
 }
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
-# Scanned stages by default only where unrolling is impractical: on the CPU backend a scanned
-# step compiles 2-3x faster but runs several times slower (docs/benchmarks.md), and ResNet-1202
-# does not compile unrolled in 13 minutes. Every ResNet takes `scan=True` or `scan=False`.
-SCANNED_BY_DEFAULT = (1202,)
 
 
 class ResNet(nn.Module):
@@ -95,7 +91,7 @@ class ResNet(nn.Module):
     v1: bool = False
     shortcut: str = "B"
     zero_init_residual: bool = False
-    scan: bool = False
+    scan: bool = True
     remat: str = "none"
     dtype: Any = jnp.float32
 
@@ -129,7 +125,7 @@ class CifarResNet(nn.Module):
     num_classes: int = 10
     shortcut: str = "A"
     zero_init_residual: bool = False
-    scan: bool = False
+    scan: bool = True
     remat: str = "none"
     dtype: Any = jnp.float32
 
@@ -193,7 +189,6 @@ def _register_cifar(depth: int) -> None:
         paper="He et al. 2016, Sec. 4.2 (CIFAR-10)",
     )
     def factory(*, num_classes: int, dtype: Any, **overrides: Any) -> nn.Module:
-        overrides.setdefault("scan", depth in SCANNED_BY_DEFAULT)
         return CifarResNet(n, num_classes=num_classes, dtype=dtype, **overrides)
 
 

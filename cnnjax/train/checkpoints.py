@@ -435,11 +435,12 @@ def read_data_states(directory: Path, step: int) -> list[dict[str, Any]]:
 
 
 def _restore_either_layout(manager: Any, step: int, abstract: Any) -> tuple[Any, bool]:
-    """(state, per_block): checkpoint `step` in `abstract`'s layout, or in the per-block one.
+    """(state, converted): checkpoint `step` in `abstract`'s ResNet-stage layout, or the other.
 
-    Checkpoints written before ResNet stages were scanned hold every block under its own name
-    (`block2`, ...); when the template stacks them (`blocks`), those read back per block and
-    `per_block` says they still need stacking.
+    Checkpoints written before ResNet stages were scanned, or by a `--noscan` run, hold every
+    block under its own name (`block2`, ...); scanned runs stack them under `blocks`. When the
+    checkpoint is in the other layout than the template, it is read back in its own and
+    `converted` says it still needs converting.
     """
 
     def restore(target: Any) -> Any:
@@ -449,11 +450,12 @@ def _restore_either_layout(manager: Any, step: int, abstract: Any) -> tuple[Any,
     try:
         return restore(abstract), False
     except Exception:
-        if not has_stacked_blocks(abstract):
-            raise
+        other = unstack_blocks(abstract) if has_stacked_blocks(abstract) else stack_blocks(abstract)
+        if jax.tree.structure(other) == jax.tree.structure(abstract):
+            raise  # no residual stages: nothing to convert
         try:
-            return restore(unstack_blocks(abstract)), True
-        except Exception:  # noqa: BLE001 - not the per-block layout either: the first error
+            return restore(other), True
+        except Exception:  # noqa: BLE001 - not the other layout either: the first error
             pass
         raise
 
@@ -472,7 +474,7 @@ def _restore_verified(
     data_states = read_data_states(directory, step) if with_data else []
     recorded_path = directory / str(step) / "checksums" / "metadata"
     recorded = _read_json(recorded_path) if recorded_path.exists() else None
-    state, per_block = _restore_either_layout(manager, step, abstract)
+    state, converted = _restore_either_layout(manager, step, abstract)
     if recorded is None:
         logging.info("checkpoint %d has no checksums (written before they existed)", step)
     else:
@@ -480,10 +482,10 @@ def _restore_verified(
         bad = [path for path, value in actual.items() if recorded.get(path) != value]
         if bad:
             raise ValueError(f"array {bad[0]} does not match its checksum ({len(bad)} arrays)")
-    if per_block:
-        logging.info("checkpoint %d holds ResNet blocks one by one: stacked for scanning", step)
-        stacked = stack_blocks(state)
-        state = jax.tree.map(lambda a, t: jax.device_put(a, t.sharding), stacked, abstract)
+    if converted:
+        logging.info("checkpoint %d holds ResNet stages in the other layout: converted", step)
+        ours = stack_blocks(state) if has_stacked_blocks(abstract) else unstack_blocks(state)
+        state = jax.tree.map(lambda a, t: jax.device_put(a, t.sharding), ours, abstract)
     return Restored(step=step, state=state, config=config, data_states=data_states)
 
 
@@ -567,7 +569,7 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
     `model.apply(variables, x, train=False)` then evaluates the trained network. A damaged
     checkpoint raises DamagedCheckpointError naming its step, the problem and the intact steps.
     """
-    from cnnjax.models import create_model
+    from cnnjax.models import create_model, options_it_takes
 
     steps = saved_steps(workdir)
     if not steps:
@@ -589,6 +591,7 @@ def load(workdir: str | Path, step: int | None = None) -> tuple[nn.Module, dict,
 
     text = saved_text_inputs(workdir)  # a text run's vocabulary size, width and variant
     overrides = model_overrides(config, text) if text is not None else {}
+    overrides.update(options_it_takes(config.model, scan=config.scan))
     model = create_model(config.model, num_classes=config.num_classes, **overrides)
     variables = {"params": state["params"], **state.get("model_state", {})}
     return model, in_layout_of(model, variables), config

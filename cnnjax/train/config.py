@@ -20,6 +20,7 @@ OPERATIONAL_FIELDS = (
     "checkpoint_every_steps",
     "keep_checkpoints",
     "remat",
+    "scan",
 )
 
 
@@ -93,6 +94,7 @@ class TrainConfig:
     aux_loss_weight: float = 0.3  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014, Sec. 5)
     dtype: str = "float32"  # compute dtype; params and optimizer state stay float32
     remat: str = "none"  # ResNets: recompute activations in the backward pass (none|blocks|convs)
+    scan: bool = True  # ResNets: run each stage's repeated blocks under nn.scan (False: unrolled)
     seed: int = 0
     # Evaluation, checkpoints, logging.
     eval_every_epochs: float = 1.0

@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 
 from cnnjax import data as cdata
-from cnnjax.models import create_model
+from cnnjax.models import create_model, options_it_takes
 from cnnjax.train import distributed
 from cnnjax.train.checkpoints import (
     Restored,
@@ -341,7 +341,7 @@ def _train(
         num_classes=config.num_classes,
         dtype=jnp.dtype(config.dtype),
         **(model_overrides(config, text) if text else {}),
-        **({"remat": config.remat} if config.remat != "none" else {}),
+        **options_it_takes(config.model, remat=config.remat, scan=config.scan),
     )
     optimizer = make_optimizer(config, steps_per_epoch)
     steps = Steps(model, optimizer, config, mesh, normalization=device_normalization(config, info))
