@@ -197,7 +197,9 @@ def test_a_checkpoint_resumes_into_the_other_layout_with_its_optimizer_state(tmp
     checkpoints = RunCheckpoints(tmp_path, keep=2)
     checkpoints.save(7, state, loader, config)
     checkpoints.close()
-    new = Steps(cnnjax.create_model("resnet20", scan=not saved_scan), optimizer, config, make_mesh())
+    new = Steps(
+        cnnjax.create_model("resnet20", scan=not saved_scan), optimizer, config, make_mesh()
+    )
     template = new.init(x)
     resumed = RunCheckpoints(tmp_path, keep=2).restore_latest(template)
     assert resumed.step == 7
