@@ -55,14 +55,14 @@ flags.DEFINE_boolean("write_docs", True, "write the results into docs/benchmarks
 
 GiB = 2**30
 NOTES = (
-    "Which form: on the CPU backend a scanned step compiles 2-3x faster than the unrolled one; "
-    "its convolutions take their gradients as plain NHWC/HWIO convolutions "
-    "(`conv_plain_backward`: autodiff's transposed ones run ~12x slower inside XLA's while "
-    "loop, benchmarks/scan_conv_backward.py), so it also steps as fast or faster. ResNets "
-    "still default to unrolled, except resnet1202, which does not compile unrolled in 13 "
-    "minutes; `scan=True` scans any ResNet. "
-    "DenseNet layers are not scanned (each reads a wider concatenation, so their parameters "
-    "differ in shape). Which `--remat`: `none` (the default) whenever the batch fits, being "
+    "Which form: every ResNet scans its stages by default (`--noscan` unrolls them). On the "
+    "CPU backend the scanned step compiles 2-4x faster; its convolutions take their "
+    "gradients as plain NHWC/HWIO convolutions (`conv_plain_backward`: autodiff's transposed "
+    "ones run ~12x slower inside XLA's while loop, benchmarks/scan_conv_backward.py), so it "
+    "also steps as fast or faster. ResNet-1202 does not compile unrolled in 13 minutes. "
+    "DenseNet layers are not scanned (benchmarks/densenet_scan.py: each reads a wider "
+    "concatenation, and a zero-padded buffer that lets one traced layer serve them all adds "
+    "multiply-adds). Which `--remat`: `none` (the default) whenever the batch fits, being "
     "the fastest; `convs` (keep every conv output, recompute BN and ReLU: elementwise work "
     "only) is the first step down in memory; `blocks` (keep only each block's or dense "
     "layer's input, recompute the rest, convolutions included) saves the most. On "

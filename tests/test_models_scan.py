@@ -154,6 +154,23 @@ def test_features_of_a_scanned_model_name_every_block():
     assert "layer3/block3/conv1" in cnnjax.feature_names(scanned, (32, 32, 3))
 
 
+def test_intermediates_of_scanned_blocks_come_back_stacked_in_block_order():
+    # `capture_intermediates` (and `sow`) inside a scanned stage: one entry per block, stacked.
+    scanned = cnnjax.create_model("resnet20", scan=True)
+    unrolled = cnnjax.create_model("resnet20", scan=False)
+    x = jax.random.normal(jax.random.key(5), (2, 32, 32, 3))
+    per_block = unrolled.init(KEY, x)
+    _, ours = scanned.apply(stack_blocks(per_block), x, capture_intermediates=True)
+    _, reference = unrolled.apply(per_block, x, capture_intermediates=True)
+    # The block's output, then the scan step's (output, None) carry: the same arrays.
+    stacked, (carried, _) = ours["intermediates"]["layer2"]["blocks"]["__call__"]
+    np.testing.assert_array_equal(stacked, carried)
+    assert stacked.shape[0] == 2  # blocks 2 and 3 of the stage's 3
+    for i in (0, 1):
+        (block,) = reference["intermediates"]["layer2"][f"block{i + 2}"]["__call__"]
+        np.testing.assert_allclose(stacked[i], block, rtol=1e-5, atol=1e-6)
+
+
 def _cifar_config(workdir, **changes) -> TrainConfig:
     return TrainConfig(
         model="resnet20", dataset="fake", num_classes=10, workdir=str(workdir), **changes

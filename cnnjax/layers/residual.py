@@ -216,10 +216,11 @@ class ResidualStage(nn.Module):
     """`num_blocks` residual blocks; only the first one strides, the rest repeat one shape.
 
     `block` is a block class (or a `functools.partial` of one fixing its options); it is called
-    as `block(features=..., strides=..., name=...)`. With `scan=True` the blocks
+    as `block(features=..., strides=..., name=...)`. With `scan=True` (the default) the blocks
     after the first run under `nn.scan`: one traced block whatever the depth, so compile time
     stays flat, with their variables stacked on a leading axis under `blocks`
-    (`stack_blocks`/`unstack_blocks` convert to and from the per-block names `block2`, ...).
+    (`stack_blocks`/`unstack_blocks` convert to and from the per-block names `block2`, ...);
+    `scan=False` unrolls them.
     `remat` names a policy of REMAT_POLICIES applied to every block.
     """
 
@@ -227,7 +228,7 @@ class ResidualStage(nn.Module):
     num_blocks: int
     features: int
     strides: int = 1
-    scan: bool = False
+    scan: bool = True
     remat: str = "none"
 
     @nn.compact
@@ -240,7 +241,7 @@ class ResidualStage(nn.Module):
         if repeats and self.scan:
             step = nn.scan(
                 rematted(_scan_step(cls), self.remat),
-                variable_axes={"params": 0, "batch_stats": 0},
+                variable_axes={"params": 0, "batch_stats": 0, "intermediates": 0},
                 split_rngs={"params": True},
                 in_axes=nn.broadcast,
                 length=repeats,
