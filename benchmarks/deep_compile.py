@@ -67,7 +67,12 @@ NOTES = (
     "only) is the first step down in memory; `blocks` (keep only each block's or dense "
     "layer's input, recompute the rest, convolutions included) saves the most. On "
     "DenseNets a remat policy also concatenates a block's maps inside each layer's checkpoint "
-    "(Pleiss et al. 2017), so kept activations grow linearly with depth, not quadratically."
+    "(Pleiss et al. 2017), so kept activations should grow linearly with depth, not "
+    "quadratically; on the CPU backend, though, DenseNet-121's peak does not move with any "
+    "policy. benchmarks/dense_remat_memory.py shows why in plain JAX: XLA:CPU merges the "
+    "recomputed convolutions back into the forward pass (as many convolutions after "
+    "optimisation as without remat), and with its CSE pass disabled the recomputation stays "
+    "but the peak still does not drop. GPU memory was not measured (no accelerator lent)."
 )
 
 

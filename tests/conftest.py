@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import pytest
 
@@ -25,7 +27,11 @@ def _shared_compilation_cache(tmp_path_factory):
     cache only the first compiles them (the key is the program and its compile options, so
     another device count or flag compiles anew).
     """
-    folder = str(tmp_path_factory.mktemp("jax_cache"))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: the workers share one cache
+        root = root.parent
+    folder = str(root / "jax_cache")
+    os.makedirs(folder, exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JAX_COMPILATION_CACHE_DIR", folder)
         patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
