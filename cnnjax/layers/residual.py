@@ -36,6 +36,10 @@ HE_NORMAL_FAN_OUT: Initializer = nn.initializers.variance_scaling(2.0, "fan_out"
 
 SHORTCUT_KINDS = ("A", "B")
 STACKED = "blocks"  # a scanned stage's repeated blocks, variables stacked on a leading axis
+# A stage scans its repeated blocks only from this many on: on XLA:CPU a two-step loop costs
+# more compile time than a third unrolled block (ResNet-152 with layer1/layer4 unrolled:
+# 13.9-16.8 s against 17.7-19.7 s scanning all four stages; benchmarks/deep_compile.py).
+MIN_SCANNED_REPEATS = 3
 
 
 def check_shortcut_kind(kind: str) -> None:
@@ -217,10 +221,10 @@ class ResidualStage(nn.Module):
 
     `block` is a block class (or a `functools.partial` of one fixing its options); it is called
     as `block(features=..., strides=..., name=...)`. With `scan=True` (the default) the blocks
-    after the first run under `nn.scan`: one traced block whatever the depth, so compile time
-    stays flat, with their variables stacked on a leading axis under `blocks`
-    (`stack_blocks`/`unstack_blocks` convert to and from the per-block names `block2`, ...);
-    `scan=False` unrolls them.
+    after the first run under `nn.scan` when there are at least MIN_SCANNED_REPEATS of them:
+    one traced block whatever the depth, so compile time stays flat, with their variables
+    stacked on a leading axis under `blocks` (`stack_blocks`/`unstack_blocks` convert to and
+    from the per-block names `block2`, ...). Shorter stages, and `scan=False`, are unrolled.
     `remat` names a policy of REMAT_POLICIES applied to every block.
     """
 
@@ -238,7 +242,7 @@ class ResidualStage(nn.Module):
         block = functools.partial(rematted(cls, self.remat), **options)
         x = block(features=self.features, strides=self.strides, name="block1")(x, train)
         repeats = self.num_blocks - 1
-        if repeats and self.scan:
+        if self.scan and repeats >= MIN_SCANNED_REPEATS:
             step = nn.scan(
                 rematted(_scan_step(cls), self.remat),
                 variable_axes={"params": 0, "batch_stats": 0, "intermediates": 0},
@@ -262,6 +266,8 @@ def _stack_stage(stage: Any) -> Any:
     if not _is_stage(stage, "block2"):
         return stage
     count = sum(1 for k in stage if re.fullmatch(r"block\d+", k))
+    if count - 1 < MIN_SCANNED_REPEATS:
+        return stage  # a short stage, which ResidualStage unrolls
     blocks = [stage[f"block{i}"] for i in range(2, count + 1)]
     rest = {k: v for k, v in stage.items() if not re.fullmatch(r"block\d+", k)}
     return {"block1": stage["block1"], STACKED: jax.tree.map(_stack, *blocks), **rest}
@@ -308,7 +314,8 @@ def has_stacked_blocks(tree: Any) -> bool:
 def stack_blocks(tree: Any) -> Any:
     """Per-block variables (`block2`, `block3`, ...) stacked under `blocks`, in any pytree.
 
-    The scanned layout of `ResidualStage`; the inverse of `unstack_blocks`. Works on variables,
+    The scanned layout of `ResidualStage` (stages with fewer than MIN_SCANNED_REPEATS repeated
+    blocks stay per block); the inverse of `unstack_blocks`. Works on variables,
     train states (optimizer states included) and their abstract shapes alike.
     """
     return jax.tree.map(_stack_stage, tree, is_leaf=lambda n: _is_stage(n, "block2"))
