@@ -55,7 +55,8 @@ flags.DEFINE_boolean("write_docs", True, "write the results into docs/benchmarks
 
 GiB = 2**30
 NOTES = (
-    "Which form: every ResNet scans its stages by default (`--noscan` unrolls them). On the "
+    "Which form: every ResNet scans its stages of more than 3 blocks by default (a two-step "
+    "loop compiles slower than a third unrolled block; `--noscan` unrolls them). On the "
     "CPU backend the scanned step compiles 2-4x faster; its convolutions take their "
     "gradients as plain NHWC/HWIO convolutions (`conv_plain_backward`: autodiff's transposed "
     "ones run ~12x slower inside XLA's while loop, benchmarks/scan_conv_backward.py), so it "

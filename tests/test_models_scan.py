@@ -233,6 +233,37 @@ def test_a_checkpoint_resumes_into_the_other_layout_with_its_optimizer_state(tmp
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.filterwarnings("ignore:Sharding info not provided")
+def test_a_checkpoint_with_every_stage_stacked_resumes_and_loads(tmp_path):
+    # Scanned checkpoints from before 3-block stages were unrolled stack those stages too
+    # (ResNet-34's layer1 and layer4): they resume and load into today's layout.
+    config = TrainConfig(model="resnet34", dataset="fake", num_classes=10, momentum=0.9)
+    config = config.replace(workdir=str(tmp_path))
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    steps = Steps(cnnjax.create_model("resnet34", num_classes=10), make_optimizer(config, 10),
+                  config, make_mesh())  # fmt: skip
+    template = steps.init(x)
+    state = template.replace(params=jax.tree.map(lambda a: a + 0.5, template.params))
+    old = stack_blocks(unstack_blocks(state), min_repeats=1)
+    assert set(old.params["layer1"]) == {"block1", "blocks"}
+    assert set(state.params["layer1"]) == {"block1", "block2", "block3"}
+    loader = cdata.make_loader("fake", "train", batch_size=2, train=True, image_size=32)
+    next(loader)
+    checkpoints = RunCheckpoints(tmp_path, keep=2)
+    checkpoints.save(3, old, loader, config)
+    checkpoints.close()
+    resumed = RunCheckpoints(tmp_path, keep=2).restore_latest(template)
+    assert jax.tree.structure(resumed.state) == jax.tree.structure(template)
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    model, variables, _ = load(tmp_path)
+    assert jax.tree.structure(variables["params"]) == jax.tree.structure(state.params)
+    for a, b in zip(
+        jax.tree.leaves(variables["params"]), jax.tree.leaves(state.params), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Sharding info not provided")
 def test_a_noscan_run_resumed_scanned_continues_the_same_training(tmp_path):

@@ -262,11 +262,11 @@ def _is_stage(node: Any, key: str) -> bool:
     return isinstance(node, dict) and key in node
 
 
-def _stack_stage(stage: Any) -> Any:
+def _stack_stage(stage: Any, min_repeats: int) -> Any:
     if not _is_stage(stage, "block2"):
         return stage
     count = sum(1 for k in stage if re.fullmatch(r"block\d+", k))
-    if count - 1 < MIN_SCANNED_REPEATS:
+    if count - 1 < min_repeats:
         return stage  # a short stage, which ResidualStage unrolls
     blocks = [stage[f"block{i}"] for i in range(2, count + 1)]
     rest = {k: v for k, v in stage.items() if not re.fullmatch(r"block\d+", k)}
@@ -311,14 +311,18 @@ def has_stacked_blocks(tree: Any) -> bool:
     return any(f is True for f in found)
 
 
-def stack_blocks(tree: Any) -> Any:
+def stack_blocks(tree: Any, min_repeats: int = MIN_SCANNED_REPEATS) -> Any:
     """Per-block variables (`block2`, `block3`, ...) stacked under `blocks`, in any pytree.
 
-    The scanned layout of `ResidualStage` (stages with fewer than MIN_SCANNED_REPEATS repeated
+    The scanned layout of `ResidualStage` (stages with fewer than `min_repeats` repeated
     blocks stay per block); the inverse of `unstack_blocks`. Works on variables,
     train states (optimizer states included) and their abstract shapes alike.
     """
-    return jax.tree.map(_stack_stage, tree, is_leaf=lambda n: _is_stage(n, "block2"))
+    return jax.tree.map(
+        functools.partial(_stack_stage, min_repeats=min_repeats),
+        tree,
+        is_leaf=lambda n: _is_stage(n, "block2"),
+    )
 
 
 def unstack_blocks(tree: Any) -> Any:
@@ -338,5 +342,6 @@ def unrolled(model: nn.Module, variables: Any = None) -> tuple[nn.Module, Any]:
 
 
 def in_layout_of(model: nn.Module, variables: Any) -> Any:
-    """`variables` in either layout (stacked or per-block) converted to the one `model` uses."""
-    return stack_blocks(variables) if getattr(model, "scan", False) else unstack_blocks(variables)
+    """`variables` in any layout (stacked or per-block stages) converted to the one `model` uses."""
+    per_block = unstack_blocks(variables)
+    return stack_blocks(per_block) if getattr(model, "scan", False) else per_block

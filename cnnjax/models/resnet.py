@@ -32,7 +32,8 @@ All convs are bias-free and followed by BN (momentum 0.9, eps 1e-5 = PyTorch def
 fan-out normal init as torchvision; the FC keeps Flax's default init. Overrides: `v1=True`
 (stride on the bottleneck's first 1×1, paper/Caffe), `zero_init_residual=True` (last BN gamma
 of every block starts at 0), `shortcut='A'|'B'`, `scan` (default True: the blocks after each
-stage's first run under nn.scan, variables stacked, see `ResidualStage`; False unrolls them),
+stage's first run under nn.scan, variables stacked, in stages of more than 3 blocks; see
+`ResidualStage`; False unrolls them),
 `remat='blocks'|'convs'` (rematerialisation policy).
 
 Inputs too small for a layer raise `InputTooSmallError`; note that every ResNet layer is padded

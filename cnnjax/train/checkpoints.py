@@ -435,11 +435,12 @@ def read_data_states(directory: Path, step: int) -> list[dict[str, Any]]:
 
 
 def _restore_either_layout(manager: Any, step: int, abstract: Any) -> tuple[Any, bool]:
-    """(state, converted): checkpoint `step` in `abstract`'s ResNet-stage layout, or the other.
+    """(state, converted): checkpoint `step` in `abstract`'s ResNet-stage layout, or another.
 
     Checkpoints written before ResNet stages were scanned, or by a `--noscan` run, hold every
-    block under its own name (`block2`, ...); scanned runs stack them under `blocks`. When the
-    checkpoint is in the other layout than the template, it is read back in its own and
+    block under its own name (`block2`, ...); scanned runs stack the repeated blocks under
+    `blocks`, and those written before stages of 3 blocks were left unrolled stack every stage.
+    When the checkpoint is in another layout than the template, it is read back in its own and
     `converted` says it still needs converting.
     """
 
@@ -450,14 +451,17 @@ def _restore_either_layout(manager: Any, step: int, abstract: Any) -> tuple[Any,
     try:
         return restore(abstract), False
     except Exception:
-        other = unstack_blocks(abstract) if has_stacked_blocks(abstract) else stack_blocks(abstract)
-        if jax.tree.structure(other) == jax.tree.structure(abstract):
-            raise  # no residual stages: nothing to convert
-        try:
-            return restore(other), True
-        except Exception:  # noqa: BLE001 - not the other layout either: the first error
-            pass
-        raise
+        per_block = unstack_blocks(abstract)
+        layouts = {}  # by tree structure: each other layout once
+        for layout in (per_block, stack_blocks(per_block), stack_blocks(per_block, min_repeats=1)):
+            layouts.setdefault(jax.tree.structure(layout), layout)
+        layouts.pop(jax.tree.structure(abstract), None)
+        for layout in layouts.values():
+            try:
+                return restore(layout), True
+            except Exception:  # noqa: BLE001 - not this layout either: try the next one
+                continue
+        raise  # no other layout reads it back: the first error
 
 
 def _restore_verified(
@@ -484,7 +488,8 @@ def _restore_verified(
             raise ValueError(f"array {bad[0]} does not match its checksum ({len(bad)} arrays)")
     if converted:
         logging.info("checkpoint %d holds ResNet stages in the other layout: converted", step)
-        ours = stack_blocks(state) if has_stacked_blocks(abstract) else unstack_blocks(state)
+        per_block = unstack_blocks(state)
+        ours = stack_blocks(per_block) if has_stacked_blocks(abstract) else per_block
         state = jax.tree.map(lambda a, t: jax.device_put(a, t.sharding), ours, abstract)
     return Restored(step=step, state=state, config=config, data_states=data_states)
 
