@@ -3,7 +3,8 @@
 #
 #   ./launch.sh setup                       install cnnjax and its dependencies (idempotent; as
 #                                           root on Debian/Ubuntu also dataset-fashion-mnist)
-#   ./launch.sh test [pytest args]          set up if needed, then run the test suite
+#   ./launch.sh test [pytest args]          set up if needed, then run the test suite on every
+#                                           core (pytest-xdist; -n 0: one process)
 #   ./launch.sh experiments.NAME [flags]    set up if needed, then run one experiment
 #   ./launch.sh --nproc=N experiments.NAME  N local processes on 127.0.0.1 (jax.distributed,
 #                                           gloo collectives on CPU): the code path of N hosts
@@ -92,11 +93,12 @@ case "$cmd" in
     setup prepare tensorflow
     multi_process "$n" "$@" ;;
   setup)
-    setup test pytest ruff tensorflow ;;
+    setup test pytest xdist ruff tensorflow ;;
   test)
     shift
-    setup test pytest ruff tensorflow
-    exec "$PYTHON" -m pytest "$@" ;;
+    setup test pytest xdist ruff tensorflow
+    # A pytest-xdist worker per core, at most 8 (some tests hold several GB); -n 0: serially.
+    exec "$PYTHON" -m pytest -n auto --maxprocesses=8 "$@" ;;
   help|-h|--help)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
   *)
