@@ -89,9 +89,9 @@ def check_batch_divides(global_batch: int, num_devices: int) -> None:
 
 # The initialisation runs once, so XLA:CPU's most expensive backend optimisations only cost
 # start-up time: each parameter's threefry draw is its own fusion, ~0.3 s of LLVM work apiece.
-# At LLVM level 1 the init's compile + run takes LeNet-5 1.2 s instead of 3.9 s, ResNet-50
-# 10.0 s instead of 16.7 s, GoogLeNet 14.7 s instead of 28.3 s, DenseNet-121 23.4 s instead of
-# 31.0 s, and the values are the same bits (level 0 changes some by an ulp; test_train_step.py).
+# At LLVM level 1 the init's compile + run takes 0.31-0.69x as long (LeNet-5 3.8 -> 1.2 s,
+# GoogLeNet 25.4 -> 12.7 s; benchmarks/init_compile.py) and draws the same bits (level 0 moves
+# some weights by an ulp; tests/test_train_step.py checks).
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
