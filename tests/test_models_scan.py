@@ -274,6 +274,7 @@ def test_a_noscan_run_resumed_scanned_continues_the_same_training(tmp_path):
             model="resnet32",
             dataset="fake",
             num_classes=10,
+            image_size=16,  # the same program structure as 32², a quarter of the work
             batch_size=8,
             lr=0.05,
             momentum=0.9,
