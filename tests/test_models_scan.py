@@ -48,7 +48,9 @@ def _loss_and_grads(model, variables, x):
         )
         return jnp.sum(logits**2), (logits, updates["batch_stats"])
 
-    (value, (logits, stats)), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    (value, (logits, stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables["params"]
+    )
     return value, logits, stats, grads
 
 
