@@ -97,8 +97,12 @@ case "$cmd" in
   test)
     shift
     setup test pytest xdist ruff tensorflow
-    # A pytest-xdist worker per core, at most 8 (some tests hold several GB); -n 0: serially.
-    exec "$PYTHON" -m pytest -n auto --maxprocesses=8 "$@" ;;
+    # A pytest-xdist worker per core this process may use, at most 8 (some tests hold several
+    # GB; xdist's own `auto` counts physical cores, not the ones we may use); -n 0: serially.
+    workers=$("$PYTHON" -c 'import os
+cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+print(min(8, cores or 1))')
+    exec "$PYTHON" -m pytest -n "$workers" "$@" ;;
   help|-h|--help)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
   *)
