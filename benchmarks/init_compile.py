@@ -42,11 +42,10 @@ flags.DEFINE_boolean("write_docs", True, "write the results into docs/benchmarks
 def _sides(name: str) -> tuple[dict[str, Any], np.ndarray]:
     """Both ways of initialising `name`'s run state: as Steps.init does, and a default jit."""
     config = TrainConfig(model=name, dataset="fake")
-    model = cnnjax.create_model(name)
-    steps = Steps(model, make_optimizer(config, 100), config, make_mesh())
+    model, optimizer = cnnjax.create_model(name), make_optimizer(config, 100)
+    steps = Steps(model, optimizer, config, make_mesh())
     spec = cnnjax.model_spec(name)
     example = np.zeros((FLAGS.batch_size, *spec.input_shape), spec.input_dtype)
-    optimizer = make_optimizer(config, 100)
 
     def default(x: np.ndarray) -> Any:  # a new function each time, as Steps.init: no jit cache
         fn = functools.partial(init_state, model, optimizer, seed=config.seed)

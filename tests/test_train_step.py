@@ -91,10 +91,10 @@ def test_the_cheaply_compiled_init_draws_the_same_bits():
     # Steps.init compiles at LLVM level 1 (INIT_COMPILER_OPTIONS); level 0 would move ~4% of
     # LeNet-5's weights by an ulp, which this comparison with a default compile catches.
     config = TrainConfig(seed=3)
-    steps = _lenet_steps(config)
+    model, optimizer = cnnjax.create_model("lenet5"), make_optimizer(config, 100)
     example = np.zeros((2, 32, 32, 1), np.float32)
-    state = steps.init(example)
-    init = functools.partial(init_state, steps._model, steps._optimizer, seed=3)
+    state = Steps(model, optimizer, config, make_mesh()).init(example)
+    init = functools.partial(init_state, model, optimizer, seed=3)
     reference = jax.jit(init)(jnp.asarray(example))
     assert jax.tree.structure(state) == jax.tree.structure(reference)
     for ours, theirs in zip(jax.tree.leaves(state), jax.tree.leaves(reference), strict=True):
